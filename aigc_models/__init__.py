@@ -1,0 +1,18 @@
+"""Generative models in plain PyTorch, one file per family, all behind ``GenerativeModel``.
+
+    from aigc_models import build, save, load
+    model = build("dcgan", {"classes": ["0", "1"]})
+    images = model.sample(["0", "1"], seeds=[1, 2])   # uint8 [H, W, C] arrays
+"""
+
+from .base import GenerativeModel, OptimizerSettings, row_generator
+from .checkpoint import CheckpointError, build, load, read_metadata, save, sha256_file
+from .dcgan import DCGAN, DCGANConfig
+from .gpt import GPT, GPTConfig
+
+FAMILIES: dict[str, type[GenerativeModel]] = {cls.family: cls for cls in (DCGAN, GPT)}
+
+__all__ = [
+    "FAMILIES", "GenerativeModel", "OptimizerSettings", "CheckpointError", "DCGAN", "DCGANConfig", "GPT",
+    "GPTConfig", "build", "load", "read_metadata", "row_generator", "save", "sha256_file",
+]

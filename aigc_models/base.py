@@ -1,0 +1,81 @@
+"""The one interface every model family implements.
+
+Jobs (training loops, batch generation) talk to models only through this class, so adding a family never
+adds an ``if family == ...`` anywhere else. A family is a ``GenerativeModel`` subclass plus a config
+dataclass; ``aigc_models.FAMILIES`` maps the family name to the class.
+
+The contract in short:
+- ``phases`` names the optimisers in the order one training step updates them (GANs have two).
+- ``forward(phase, batch)`` returns ``(loss, metrics)`` for that phase. Putting the loss in ``forward`` keeps
+  the model DistributedDataParallel-friendly: DDP synchronises gradients of what ``forward`` computes.
+- ``make_batch(columns)`` turns numpy columns (as Ray Data yields them) into tensors for ``forward``.
+- ``sample(conditions, seeds, **sampler)`` makes one output per row. Row ``i`` depends only on
+  ``seeds[i]``, ``conditions[i]``, the sampler settings and the weights: never on the other rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclasses.dataclass
+class OptimizerSettings:
+    """Adam settings for one phase; families choose defaults that train stably."""
+
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.0
+
+
+class GenerativeModel(nn.Module):
+    family: ClassVar[str]
+    modality: ClassVar[str]  # "image" or "text"
+    config_class: ClassVar[type]
+    phases: ClassVar[tuple[str, ...]] = ("model",)
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    # --- training -----------------------------------------------------------------------------
+    def phase_parameters(self, phase: str) -> list[nn.Parameter]:
+        """Parameters the optimiser of ``phase`` updates."""
+        return list(self.parameters())
+
+    def optimizer_settings(self, phase: str) -> OptimizerSettings:
+        return OptimizerSettings()
+
+    def make_batch(self, columns: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, phase: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    # --- sampling -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, conditions: Sequence[str | None], seeds: Sequence[int], **sampler: Any) -> list[Any]:
+        """Images come back as ``uint8`` arrays ``[H, W, C]`` in ``[0, 255]``; texts as ``str``."""
+        raise NotImplementedError
+
+    def sampler_defaults(self) -> dict[str, Any]:
+        """Sampler settings used when a request names none; recorded with every generated row."""
+        return {}
+
+    # --- bookkeeping --------------------------------------------------------------------------
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+def row_generator(seed: int) -> torch.Generator:
+    """A CPU generator for one row. Noise is drawn on the CPU and then moved, so a seed gives the same
+    noise on every device type and every batch layout."""
+    return torch.Generator(device="cpu").manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)

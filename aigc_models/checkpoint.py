@@ -1,0 +1,86 @@
+"""Save and load models as one self-describing safetensors file: weights plus family and config in its
+metadata. Never pickle: ``load`` reads tensors and JSON only, and refuses unknown keys or wrong shapes."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .base import GenerativeModel
+
+FORMAT_VERSION = "1"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a loadable model of a known family."""
+
+
+def build(family: str, config: dict[str, Any] | Any) -> GenerativeModel:
+    from . import FAMILIES
+
+    if family not in FAMILIES:
+        raise CheckpointError(f"unknown model family {family!r}; known: {sorted(FAMILIES)}")
+    cls = FAMILIES[family]
+    if isinstance(config, dict):
+        fields = {f.name for f in dataclasses.fields(cls.config_class)}
+        unknown = sorted(set(config) - fields)
+        if unknown:
+            raise CheckpointError(f"unknown {family} config keys: {unknown}")
+        config = cls.config_class(**config)
+    return cls(config)
+
+
+def save(model: GenerativeModel, path: str | Path, extra: dict[str, str] | None = None) -> str:
+    """Writes ``path`` (a ``.safetensors`` file) and returns its sha256. ``extra`` lands in the metadata."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": "pt",
+        "aigc_format_version": FORMAT_VERSION,
+        "family": model.family,
+        "config": json.dumps(dataclasses.asdict(model.config)),
+        **(extra or {}),
+    }
+    save_file(state, str(path), metadata=metadata)
+    return sha256_file(path)
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> GenerativeModel:
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for anything that is not its format
+        raise CheckpointError(f"{path} is not a safetensors model file: {exc}") from exc
+    if "family" not in metadata or "config" not in metadata:
+        raise CheckpointError(f"{path} has no family/config metadata; it was not written by aigc_models.save")
+    model = build(metadata["family"], json.loads(metadata["config"]))
+    expected = model.state_dict()
+    unknown, missing = sorted(set(state) - set(expected)), sorted(set(expected) - set(state))
+    if unknown or missing:
+        raise CheckpointError(f"{path}: unknown keys {unknown[:5]}, missing keys {missing[:5]}")
+    bad = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape]
+    if bad:
+        raise CheckpointError(f"{path}: shape mismatch: {bad[:3]}")
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        return dict(f.metadata() or {})
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,173 @@
+"""Class-conditional DCGAN (Radford et al. 2015) with a projection discriminator (Miyato & Koyama 2018).
+
+The generator follows the paper: a linear projection to a 4x4 map, then stride-2 transposed convolutions
+with BatchNorm and ReLU, tanh out. The discriminator uses spectral norm and LeakyReLU, and conditions by
+projection: ``D(x, y) = psi(h) + <embed(y), h>`` with ``h`` the pooled features. The hinge loss is the
+default (stable on small data); ``loss: nonsaturating`` gives the original DCGAN objective.
+
+Images are ``[-1, 1]`` floats inside the model and ``uint8 [H, W, C]`` outside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from .base import GenerativeModel, OptimizerSettings, row_generator
+
+
+@dataclasses.dataclass
+class DCGANConfig:
+    resolution: int = 32  # 2**k, at least 8
+    channels: int = 1  # 1 (L) or 3 (RGB)
+    classes: list[str] = dataclasses.field(default_factory=list)  # empty: unconditional
+    z_dim: int = 64
+    g_width: int = 64  # channels of the last generator stage; doubles towards the 4x4 map
+    d_width: int = 64
+    loss: str = "hinge"  # hinge | nonsaturating
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+
+    def __post_init__(self) -> None:
+        if self.resolution < 8 or self.resolution & (self.resolution - 1):
+            raise ValueError(f"resolution must be a power of two >= 8, got {self.resolution}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if self.loss not in ("hinge", "nonsaturating"):
+            raise ValueError(f"loss must be 'hinge' or 'nonsaturating', got {self.loss!r}")
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: DCGANConfig) -> None:
+        super().__init__()
+        n_up = int(math.log2(cfg.resolution)) - 2
+        width = cfg.g_width * 2 ** (n_up - 1)
+        self.embed = nn.Embedding(len(cfg.classes), cfg.z_dim) if cfg.classes else None
+        in_dim = cfg.z_dim * (2 if cfg.classes else 1)
+        self.project = nn.Sequential(nn.Linear(in_dim, width * 16, bias=False), nn.BatchNorm1d(width * 16), nn.ReLU(True))
+        self.start_width = width
+        blocks: list[nn.Module] = []
+        for _ in range(n_up - 1):
+            blocks += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width // 2), nn.ReLU(True)]
+            width //= 2
+        blocks += [nn.ConvTranspose2d(width, cfg.channels, 4, 2, 1), nn.Tanh()]
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(y)], dim=1)  # [B, 2*z_dim]
+        h = self.project(z).view(z.shape[0], self.start_width, 4, 4)  # [B, W, 4, 4]
+        return self.blocks(h)  # [B, C, R, R]
+
+
+class Discriminator(nn.Module):
+    def __init__(self, cfg: DCGANConfig) -> None:
+        super().__init__()
+        n_down = int(math.log2(cfg.resolution)) - 2
+        layers: list[nn.Module] = []
+        c_in, width = cfg.channels, cfg.d_width
+        for _ in range(n_down):
+            layers += [spectral_norm(nn.Conv2d(c_in, width, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
+            c_in, width = width, width * 2
+        layers += [spectral_norm(nn.Conv2d(c_in, c_in, 3, 1, 1)), nn.LeakyReLU(0.2, True)]
+        self.features = nn.Sequential(*layers)
+        self.out = spectral_norm(nn.Linear(c_in, 1))
+        self.embed = spectral_norm(nn.Embedding(len(cfg.classes), c_in)) if cfg.classes else None
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        h = self.features(x).sum(dim=(2, 3))  # [B, F]
+        logit = self.out(h).squeeze(1)  # [B]
+        if self.embed is not None:
+            logit = logit + (self.embed(y) * h).sum(dim=1)
+        return logit
+
+
+class DCGAN(GenerativeModel):
+    family = "dcgan"
+    modality = "image"
+    config_class = DCGANConfig
+    phases = ("discriminator", "generator")
+
+    def __init__(self, config: DCGANConfig) -> None:
+        super().__init__(config)
+        self.generator = Generator(config)
+        self.discriminator = Discriminator(config)
+        self.apply(_dcgan_init)
+
+    def phase_parameters(self, phase: str) -> list[nn.Parameter]:
+        return list((self.discriminator if phase == "discriminator" else self.generator).parameters())
+
+    def optimizer_settings(self, phase: str) -> OptimizerSettings:
+        lr = self.config.lr_d if phase == "discriminator" else self.config.lr_g
+        return OptimizerSettings(lr=lr, betas=(0.0, 0.9) if self.config.loss == "hinge" else (0.5, 0.999))
+
+    def label_indices(self, labels: Sequence[Any]) -> torch.Tensor | None:
+        if not self.config.classes:
+            return None
+        index = {c: i for i, c in enumerate(self.config.classes)}
+        unknown = sorted({str(l) for l in labels if str(l) not in index})
+        if unknown:
+            raise ValueError(f"labels {unknown[:5]} are not among the model's classes {self.config.classes}")
+        return torch.tensor([index[str(l)] for l in labels], dtype=torch.long)
+
+    def make_batch(self, columns: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        pixels = torch.tensor(np.asarray(columns["pixels"]))  # [B, H, W, C] uint8 (a copy: Ray hands out read-only arrays)
+        expected = (self.config.resolution, self.config.resolution, self.config.channels)
+        if tuple(pixels.shape[1:]) != expected:
+            raise ValueError(f"image batch has shape {tuple(pixels.shape[1:])}, model expects {expected} (H, W, C)")
+        batch = {"images": pixels.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)}
+        labels = self.label_indices(list(columns["label"])) if self.config.classes else None
+        if labels is not None:
+            batch["labels"] = labels
+        return batch
+
+    def forward(self, phase: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        real, y = batch["images"], batch.get("labels")
+        z = torch.randn(real.shape[0], self.config.z_dim, device=real.device)
+        hinge = self.config.loss == "hinge"
+        if phase == "discriminator":
+            with torch.no_grad():
+                fake = self.generator(z, y)
+            d_real, d_fake = self.discriminator(real, y), self.discriminator(fake, y)
+            if hinge:
+                loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+            else:
+                loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+            return loss, {"loss_d": loss.detach(), "d_real": d_real.mean().detach(), "d_fake": d_fake.mean().detach()}
+        d_fake = self.discriminator(self.generator(z, y), y)
+        loss = -d_fake.mean() if hinge else F.softplus(-d_fake).mean()
+        return loss, {"loss_g": loss.detach()}
+
+    @torch.no_grad()
+    def sample(self, conditions: Sequence[str | None], seeds: Sequence[int], **sampler: Any) -> list[np.ndarray]:
+        if len(conditions) != len(seeds):
+            raise ValueError("conditions and seeds must have the same length")
+        if not seeds:
+            return []
+        z = torch.stack([torch.randn(self.config.z_dim, generator=row_generator(s)) for s in seeds])
+        y = self.label_indices(list(conditions)) if self.config.classes else None
+        device = self.device
+        was_training = self.training
+        self.eval()
+        try:
+            images = self.generator(z.to(device), None if y is None else y.to(device))  # [B, C, R, R]
+        finally:
+            self.train(was_training)
+        images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return list(images.permute(0, 2, 3, 1).cpu().numpy())  # B x [R, R, C]
+
+
+def _dcgan_init(m: nn.Module) -> None:
+    """The paper's init: N(0, 0.02) for convolutions, N(1, 0.02) for BatchNorm scales."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) and not hasattr(m, "parametrizations"):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+    elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)

@@ -1,0 +1,278 @@
+"""Preprocessing on Ray Data: read sources, clean every unit, deduplicate, split, version, publish.
+
+Every input unit ends in exactly one place: the curated ``train``/``val`` rows or the ``rejects`` table
+with a stable reason code. The manifest records the counts and checks ``inputs == accepted + rejected``.
+
+The dataset version is a content hash of the accepted rows (ids, content hashes, splits) and the
+preprocessing settings, so the same inputs always give the same version and re-running is a no-op.
+
+Layout: ``ROOT/curated/<version>/{train,val,rejects}/*.parquet`` and ``_manifest.json``;
+``ROOT/curated/_latest.json`` names the newest version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+import unicodedata
+import re
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import ray
+
+from . import schema
+from .publish import discard, publish, staging_dir
+from .sources import read_source
+from .specs import PreprocessSpec, Source
+from .storage import Store
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+MAX_PIXELS = 64_000_000
+
+
+@dataclass
+class PreprocessResult:
+    dataset_version: str
+    path: str
+    counts: dict[str, Any]
+    seconds: float
+    reused: bool
+
+
+def row_id(source: str, input_ref: str) -> str:
+    return hashlib.sha256(f"{source}|{input_ref}".encode()).hexdigest()[:20]
+
+
+def split_of(row_id_: str, val_fraction: float, salt: str) -> str:
+    """Deterministic from the id alone, so adding rows never moves existing rows between splits."""
+    h = int(hashlib.sha256(f"{salt}|{row_id_}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "val" if h < val_fraction else "train"
+
+
+# ---- per-batch cleaning (runs in Ray Data tasks) -------------------------------------------------
+
+def clean_batch(df: pd.DataFrame, spec: dict[str, Any]) -> pa.Table:
+    """Raw units -> curated-schema rows plus ``status``/``reason``/``detail`` (rejected units keep their id)."""
+    opts = PreprocessSpec(**spec)
+    out: dict[str, list] = {f.name: [] for f in schema.CURATED}
+    out.update(status=[], reason=[], detail=[])
+    for row in df.itertuples(index=False):
+        rid = row_id(row.source, row.input_ref)
+        image, text, reason, detail = None, None, None, None
+        width = height = mode = None
+        if row.modality == "image":
+            try:
+                arr = _normalise_image(schema.scalar(row.payload), opts.resolution, opts.channels)
+                from .images import encode_png
+
+                image = {"bytes": encode_png(arr), "path": None}
+                height, width, mode = arr.shape[0], arr.shape[1], "L" if opts.channels == 1 else "RGB"
+                digest = hashlib.sha256(arr.tobytes()).hexdigest()
+            except _Reject as r:
+                reason, detail = r.reason, r.detail
+        else:
+            text, reason, detail = _normalise_text(schema.scalar(row.text), opts)
+            digest = hashlib.sha256(text.lower().encode()).hexdigest() if reason is None else None
+        for key, value in (("id", rid), ("source", row.source), ("input_ref", row.input_ref),
+                           ("modality", row.modality), ("label", None if schema.scalar(row.label) is None else str(row.label)),
+                           ("image", image), ("width", width), ("height", height), ("mode", mode), ("text", text),
+                           ("content_sha256", digest if reason is None else None),
+                           ("split", None), ("status", "rejected" if reason else "ok"), ("reason", reason),
+                           ("detail", detail)):
+            out[key].append(value)
+    fields = list(schema.CURATED) + [pa.field("status", pa.string()), pa.field("reason", pa.string()), pa.field("detail", pa.string())]
+    return schema.table(out, pa.schema(fields))
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _normalise_image(payload: bytes | None, resolution: int, channels: int) -> np.ndarray:
+    """Decode fully, convert to L/RGB, center-crop to square, resize to ``resolution``; -> uint8 [R, R, C]."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not payload:
+        raise _Reject("empty", "no image bytes")
+    try:
+        with Image.open(io.BytesIO(payload)) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise _Reject("decompression_bomb", f"{im.width}x{im.height} exceeds {MAX_PIXELS} pixels")
+            im.load()
+            im = im.convert("L" if channels == 1 else "RGB")
+    except _Reject:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise _Reject("undecodable", f"{type(exc).__name__}: {exc}") from None
+    side = min(im.width, im.height)
+    left, top = (im.width - side) // 2, (im.height - side) // 2
+    im = im.crop((left, top, left + side, top + side))
+    if side != resolution:
+        im = im.resize((resolution, resolution), Image.BICUBIC)
+    arr = np.asarray(im, dtype=np.uint8)
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _normalise_text(text: Any, opts: PreprocessSpec) -> tuple[str | None, str | None, str | None]:
+    if text is None or not isinstance(text, str):
+        return None, "empty", "no text"
+    cleaned = " ".join(CONTROL.sub(" ", unicodedata.normalize("NFC", text)).split())
+    if not cleaned:
+        return None, "empty", "only whitespace or control characters"
+    if len(cleaned) < opts.min_text_chars:
+        return None, "too_short", f"{len(cleaned)} < {opts.min_text_chars} characters"
+    if len(cleaned) > opts.max_text_chars:
+        return None, "too_long", f"{len(cleaned)} > {opts.max_text_chars} characters"
+    return cleaned, None, None
+
+
+def finalise_batch(table: pa.Table, duplicates: dict[str, str], spec: dict[str, Any]) -> pa.Table:
+    """Marks duplicates as rejects and assigns the split of every accepted row."""
+    opts = PreprocessSpec(**spec)
+    df = table.to_pandas()
+    dup = df["id"].map(duplicates)
+    is_dup = dup.notna() & (df["status"] == "ok")
+    df.loc[is_dup, "status"] = "rejected"
+    df.loc[is_dup, "reason"] = "duplicate"
+    df.loc[is_dup, "detail"] = "duplicate_of=" + dup[is_dup]
+    ok = df["status"] == "ok"
+    df["split"] = np.where(ok, [split_of(i, opts.val_fraction, opts.split_salt) for i in df["id"]], "rejects")
+    return pa.Table.from_pandas(df, schema=table.schema, preserve_index=False)
+
+
+def _curated_part(df: pd.DataFrame, split: str) -> pd.DataFrame:
+    return df[df["split"] == split][[f.name for f in schema.CURATED]]
+
+
+def _rejects_part(df: pd.DataFrame) -> pa.Table:
+    part = df[df["split"] == "rejects"].assign(stage="clean")
+    return pa.Table.from_pandas(part[[f.name for f in schema.REJECTS]], schema=schema.REJECTS, preserve_index=False)
+
+
+# ---- the job ------------------------------------------------------------------------------------
+
+def run_preprocess(sources: list[Source], spec: PreprocessSpec, store: Store) -> PreprocessResult:
+    start = time.time()
+    raw = pd.concat([read_source(s) for s in sources], ignore_index=True)
+    n_inputs = len(raw)
+    spec_dict = spec.model_dump()
+    n_blocks = max(1, min(64, n_inputs // 200))
+    bounds = np.linspace(0, n_inputs, n_blocks + 1).astype(int)
+    blocks = [raw.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    cleaned = (ray.data.from_pandas(blocks)
+               .map_batches(clean_batch, fn_kwargs={"spec": spec_dict}, batch_format="pandas", batch_size=256)
+               .materialize())
+
+    keys = cleaned.select_columns(["id", "source", "modality", "label", "status", "reason", "content_sha256"]).to_pandas()
+    if keys["id"].duplicated().any():
+        dupes = keys.loc[keys["id"].duplicated(), "id"].head(3).tolist()
+        raise ValueError(f"two input units share an id (same source and input_ref): {dupes}")
+    keys = keys.sort_values("id", kind="stable").reset_index(drop=True)
+    duplicates: dict[str, str] = {}
+    if spec.dedup:
+        ok = keys[keys["status"] == "ok"]
+        first = ok.groupby(["modality", "content_sha256"], sort=False)["id"].transform("first")
+        duplicates = dict(zip(ok.loc[first != ok["id"], "id"], first[first != ok["id"]]))
+
+    keys["split"] = "rejects"
+    accepted = (keys["status"] == "ok") & ~keys["id"].isin(duplicates)
+    keys.loc[accepted, "split"] = [split_of(i, spec.val_fraction, spec.split_salt) for i in keys.loc[accepted, "id"]]
+    keys.loc[keys["id"].isin(duplicates), "reason"] = "duplicate"
+
+    fingerprint = hashlib.sha256()
+    fingerprint.update(json.dumps({"schema": schema.SCHEMA_VERSION, "spec": spec_dict}, sort_keys=True).encode())
+    for rid, digest, split in keys.loc[accepted, ["id", "content_sha256", "split"]].itertuples(index=False):
+        fingerprint.update(f"{rid}|{digest}|{split}\n".encode())
+    version = fingerprint.hexdigest()[:12]
+    counts = _counts(keys, n_inputs, sources)
+
+    target = f"curated/{version}"
+    if store.exists(target, "_manifest.json"):
+        _point_latest(store, version)
+        return PreprocessResult(version, store.display(target), store.read_json(target, "_manifest.json")["counts"],
+                                time.time() - start, reused=True)
+
+    final = cleaned.map_batches(finalise_batch, fn_kwargs={"duplicates": duplicates, "spec": spec_dict},
+                                batch_format="pyarrow").materialize()
+    staging = staging_dir(store, "curated", version)
+    try:
+        for split in ("train", "val"):
+            store.makedirs(staging, split)
+            if counts[split]:
+                (final.map_batches(_curated_part, fn_kwargs={"split": split}, batch_format="pandas")
+                 .write_parquet(store.path(staging, split), filesystem=store.fs))
+        store.makedirs(staging, "rejects")
+        if counts["rejected"]:
+            (final.map_batches(_rejects_part, batch_format="pandas")
+             .write_parquet(store.path(staging, "rejects"), filesystem=store.fs))
+        manifest = {
+            "dataset_version": version,
+            "schema_version": schema.SCHEMA_VERSION,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "sources": [s.model_dump() for s in sources],
+            "preprocess": spec_dict,
+            "counts": counts,
+            "labels": sorted(keys.loc[accepted & keys["label"].notna(), "label"].unique().tolist(), key=_label_key),
+            "files": [p[len(store.path(staging)) + 1:] for p in store.files(staging, suffix=".parquet")],
+        }
+        store.write_json(manifest, staging, "_manifest.json")
+        publish(store, staging, "curated", version)
+    except BaseException:
+        discard(store, staging)
+        raise
+    _point_latest(store, version)
+    return PreprocessResult(version, store.display(target), counts, time.time() - start, reused=False)
+
+
+def _counts(keys: pd.DataFrame, n_inputs: int, sources: list[Source]) -> dict[str, Any]:
+    accepted = keys[keys["split"] != "rejects"]
+    rejected = keys[keys["split"] == "rejects"]
+    counts = {
+        "inputs": n_inputs,
+        "accepted": len(accepted),
+        "rejected": len(rejected),
+        "train": int((keys["split"] == "train").sum()),
+        "val": int((keys["split"] == "val").sum()),
+        "by_source": {
+            s.source_id: {"inputs": int((keys["source"] == s.source_id).sum()),
+                          "accepted": int((accepted["source"] == s.source_id).sum()),
+                          "rejected": int((rejected["source"] == s.source_id).sum())}
+            for s in sources
+        },
+        "by_reason": dict(sorted(Counter(rejected["reason"]).items())),
+        "by_label": dict(sorted(Counter(accepted["label"].dropna()).items(), key=lambda kv: _label_key(kv[0]))),
+        "by_modality": dict(sorted(Counter(accepted["modality"]).items())),
+    }
+    counts["balanced"] = counts["inputs"] == counts["accepted"] + counts["rejected"]
+    if not counts["balanced"]:
+        raise AssertionError(f"accounting broke: {counts['inputs']} inputs != {counts['accepted']} + {counts['rejected']}")
+    return counts
+
+
+def _label_key(label: str) -> tuple:
+    return (0, int(label), "") if str(label).isdigit() else (1, 0, str(label))
+
+
+def _point_latest(store: Store, version: str) -> None:
+    store.write_json({"dataset_version": version}, "curated", "_latest.json")
+
+
+def resolve_dataset_version(store: Store, version: str | None = None) -> str:
+    """``version`` if given (it must exist), else the latest published one."""
+    if version is None:
+        if not store.exists("curated", "_latest.json"):
+            raise FileNotFoundError(f"no curated dataset under {store.display('curated')}; run `aigc preprocess` first")
+        version = store.read_json("curated", "_latest.json")["dataset_version"]
+    if not store.exists("curated", version, "_manifest.json"):
+        raise FileNotFoundError(f"curated dataset {version} not found under {store.display('curated')}")
+    return version

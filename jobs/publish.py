@@ -1,0 +1,34 @@
+"""The one commit protocol: write into a private staging folder, then make it visible in one step.
+
+Readers list ``ROOT/<area>/<name>``; a staging folder lives under ``ROOT/<area>/_staging/`` where no
+reader looks. ``publish`` replaces the target: the old version is moved aside first, the new one renamed
+into place, the old one deleted. On a local disk each rename is atomic; a reader sees the old partition,
+the new one, or (for the instant between the two renames) none, never a mix.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from .storage import Store
+
+
+def staging_dir(store: Store, area: str, name: str) -> str:
+    """A fresh, unique staging path for ``area/name``; nothing reads it until ``publish``."""
+    path = f"{area}/_staging/{name}.{uuid.uuid4().hex[:12]}"
+    store.makedirs(path)
+    return path
+
+
+def publish(store: Store, staging: str, area: str, name: str) -> str:
+    target = f"{area}/{name}"
+    trash = f"{area}/_staging/_replaced.{name}.{uuid.uuid4().hex[:12]}"
+    if store.exists(target):
+        store.move(target, trash)
+    store.move(staging, target)
+    store.delete(trash)
+    return target
+
+
+def discard(store: Store, staging: str) -> None:
+    store.delete(staging)

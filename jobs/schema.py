@@ -1,0 +1,86 @@
+"""The Parquet schemas: curated rows, rejects, generated rows. One module, so every stage agrees.
+
+The ``image`` struct ``{bytes, path}`` is the layout Hugging Face ``datasets`` reads as an Image feature.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+
+IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+CURATED = pa.schema([
+    ("id", pa.string()),
+    ("source", pa.string()),
+    ("input_ref", pa.string()),
+    ("modality", pa.string()),
+    ("label", pa.string()),
+    ("image", IMAGE),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("mode", pa.string()),
+    ("text", pa.string()),
+    ("content_sha256", pa.string()),
+    ("split", pa.string()),
+])
+
+REJECTS = pa.schema([
+    ("id", pa.string()),
+    ("source", pa.string()),
+    ("input_ref", pa.string()),
+    ("modality", pa.string()),
+    ("stage", pa.string()),
+    ("reason", pa.string()),  # stable code: undecodable, empty, too_short, too_long, duplicate, ...
+    ("detail", pa.string()),
+])
+
+QUALITY = pa.struct([
+    ("contrast", pa.float64()),  # images: pixel std / 127.5, 0 for a flat image
+    ("ink", pa.float64()),  # images: share of pixels far from the background
+    ("distinct_2", pa.float64()),  # texts: distinct byte bigrams / bigrams
+    ("length", pa.int32()),  # texts: generated characters (without the prompt)
+])
+
+GENERATED = pa.schema([
+    ("id", pa.string()),
+    ("run_id", pa.string()),
+    ("run_date", pa.date32()),
+    ("created_at", pa.timestamp("us", tz="UTC")),
+    ("modality", pa.string()),
+    ("image", IMAGE),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("mode", pa.string()),
+    ("text", pa.string()),
+    ("label", pa.string()),
+    ("prompt", pa.string()),
+    ("request_id", pa.string()),
+    ("model_name", pa.string()),
+    ("model_family", pa.string()),
+    ("model_version", pa.string()),
+    ("checkpoint_sha256", pa.string()),
+    ("dataset_version", pa.string()),
+    ("seed", pa.int64()),
+    ("sampler", pa.string()),
+    ("quality", QUALITY),
+    ("provenance", pa.string()),
+])
+
+
+def scalar(value):
+    """``None`` for pandas' missing markers (``NA``, ``NaN``, ``NaT``), the value otherwise."""
+    if value is None or isinstance(value, (str, bytes, dict, list)):
+        return value
+    try:
+        return None if pd.isna(value) else value
+    except (TypeError, ValueError):
+        return value
+
+
+def table(rows: dict[str, list], schema: pa.Schema) -> pa.Table:
+    """A table with exactly ``schema``'s columns, in order; missing columns are all-null."""
+    n = len(next(iter(rows.values()))) if rows else 0
+    return pa.table({f.name: pa.array(rows.get(f.name, [None] * n), type=f.type) for f in schema}, schema=schema)

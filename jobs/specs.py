@@ -1,0 +1,180 @@
+"""Typed inputs of the jobs: what each stage needs, validated at the edge (unknown keys are errors).
+
+``pipelines.config`` assembles these into one job config and loads it from YAML; the jobs accept them
+directly, so they can also be driven from Python without Prefect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+import aigc_models
+
+NAME_RE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+BUILTIN_SOURCES = ("digits", "text-corpus")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class RaySpec(Strict):
+    address: Optional[str] = None  # None: RAY_ADDRESS or a new local instance
+    num_cpus: Optional[int] = Field(None, ge=1)  # logical CPU slots of a local instance
+
+
+class BuiltinSource(Strict):
+    kind: Literal["builtin"]
+    name: Literal[BUILTIN_SOURCES]  # type: ignore[valid-type]
+    limit: Optional[int] = Field(None, ge=1)  # first N units only (quick runs)
+
+    @property
+    def source_id(self) -> str:
+        return f"builtin:{self.name}"
+
+
+Source = BuiltinSource
+
+
+class PreprocessSpec(Strict):
+    resolution: int = 32
+    channels: Literal[1, 3] = 1
+    dedup: bool = True  # exact duplicates (same content hash) become rejects with duplicate_of=<id>
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    min_text_chars: int = Field(20, ge=1)
+    max_text_chars: int = Field(2000, ge=1)
+    split_salt: str = "v1"  # changing it reshuffles the train/val split
+
+    @field_validator("resolution")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v < 8 or v > 512 or v & (v - 1):
+            raise ValueError("must be a power of two between 8 and 512")
+        return v
+
+
+class ModelSpec(BaseModel):
+    """One model to train. Keys other than the ones below are the family's hyperparameters
+    (``aigc_models.<family>`` config fields) and are checked against that family."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(pattern=NAME_RE)
+    family: Literal[tuple(aigc_models.FAMILIES)]  # type: ignore[valid-type]
+    epochs: Optional[int] = Field(None, ge=1)
+    max_steps: Optional[int] = Field(None, ge=1)  # stop after this many optimiser steps
+    batch_size: Optional[int] = Field(None, ge=1)  # per worker; rows (images or documents)
+    sources: Optional[list[str]] = None  # curated sources to train on (default: all of the modality)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_hyperparameters(self) -> "ModelSpec":
+        cls = aigc_models.FAMILIES[self.family].config_class
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        extra = dict(self.model_extra or {})
+        for key in extra:
+            if key not in fields:
+                raise ValueError(f"unknown key '{key}' for family {self.family} (known: {', '.join(sorted(fields))})")
+        for key in ("resolution", "channels", "classes"):
+            if key in extra and cls is aigc_models.DCGANConfig:
+                raise ValueError(f"'{key}' comes from the curated data (preprocess), not the model entry")
+        hints = {f.name: f.type for f in dataclasses.fields(cls)}
+        for key, value in extra.items():
+            try:
+                TypeAdapter(_resolve_type(hints[key])).validate_python(value, strict=False)
+            except ValidationError as exc:
+                raise ValueError(f"'{key}': {exc.errors()[0]['msg']}") from None
+        return self
+
+    @property
+    def modality(self) -> str:
+        return aigc_models.FAMILIES[self.family].modality
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+def _resolve_type(hint: Any) -> Any:
+    if not isinstance(hint, str):
+        return hint
+    return eval(hint, {"list": list, "dict": dict, "tuple": tuple, "int": int, "float": float, "str": str, "bool": bool})  # noqa: S307 - dataclass annotations of our own families
+
+
+class TrainSpec(Strict):
+    num_workers: int = Field(2, ge=1)
+    use_gpu: bool = False
+    resources_per_worker: Optional[dict[str, float]] = None  # default: {"CPU": 1} (+ {"GPU": 1} with use_gpu)
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(64, ge=1)
+    checkpoint_every: int = Field(1, ge=1)  # epochs between checkpoints
+    keep_checkpoints: int = Field(2, ge=1)
+    max_failures: int = Field(1, ge=0)
+    grad_clip: Optional[float] = Field(1.0, gt=0)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    promote: bool = True  # point production.json at the new version when training finishes
+    sample_grid: int = Field(10, ge=1)  # images per class (or texts) in samples.png / samples.txt
+
+
+class RequestSpec(Strict):
+    """A brief: ``per_label`` images of each label (all classes when ``labels`` is omitted), or
+    ``per_prompt`` texts for each prompt. Sampler keys override the model's defaults."""
+
+    model: str
+    id: Optional[str] = None  # request id; default: the request's position in the list
+    labels: Optional[list[str]] = None
+    per_label: Optional[int] = Field(None, ge=1)
+    prompts: Optional[list[str]] = None
+    per_prompt: Optional[int] = Field(None, ge=1)
+    temperature: Optional[float] = Field(None, ge=0)
+    top_k: Optional[int] = Field(None, ge=0)
+    top_p: Optional[float] = Field(None, gt=0, le=1)
+    max_new_tokens: Optional[int] = Field(None, ge=1)
+    stop: Optional[list[str]] = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "RequestSpec":
+        if (self.per_label is None) == (self.per_prompt is None):
+            raise ValueError("give exactly one of per_label (images) or per_prompt (texts)")
+        if self.per_prompt is not None and not self.prompts:
+            raise ValueError("per_prompt needs a non-empty 'prompts' list")
+        return self
+
+    def sampler_overrides(self) -> dict[str, Any]:
+        keys = ("temperature", "top_k", "top_p", "max_new_tokens", "stop")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
+class GenerateSpec(Strict):
+    batch_size: int = Field(64, ge=1)  # rows per model call; never changes a row's output
+    concurrency: int = Field(2, ge=1)  # generator actors
+    use_gpu: bool = False
+    num_gpus_per_actor: float = Field(1.0, gt=0)  # only with use_gpu
+    requests: list[RequestSpec] = Field(default_factory=list)
+
+
+class ScheduleSpec(Strict):
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if len(v.split()) != 5 or not all(re.fullmatch(r"[\d*/,\-A-Za-z?]+", p) for p in v.split()):
+            raise ValueError("must be a five-field cron expression such as '0 2 * * *'")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(v)
+        except Exception:
+            raise ValueError(f"unknown timezone {v!r}") from None
+        return v

@@ -1,0 +1,273 @@
+"""Training on Ray Train: one generic loop for every model family, DDP across workers.
+
+The driver (``run_training``) reads the curated split through Ray Data, derives what the data decides
+(image size, channels, classes), and starts a ``TorchTrainer``. Each worker runs ``train_loop_per_worker``:
+it builds the model from its config, wraps it with Ray Train's ``prepare_model`` (DDP), streams its shard
+of the dataset, steps one optimiser per model phase, and reports checkpoints (weights as safetensors,
+optimiser states, metrics so far). The finished run is published to the model registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import subprocess
+import tempfile
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import ray
+import ray.train
+import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+import aigc_models
+
+from . import registry
+from .images import decode_png, grid
+from .preprocess import resolve_dataset_version
+from .specs import ModelSpec, TrainSpec
+from .storage import Store
+
+DATA_DERIVED = ("resolution", "channels", "classes")  # config fields the curated data decides
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: registry.ModelRef
+    steps: int
+    epochs: int
+    seconds: float
+    samples_per_second: float
+    final_metrics: dict[str, float]
+
+
+# ---- data ------------------------------------------------------------------------------------------
+
+def _training_columns(batch: pd.DataFrame, modality: str) -> dict[str, np.ndarray]:
+    """Curated rows -> the numpy columns ``GenerativeModel.make_batch`` takes."""
+    if modality == "image":
+        pixels = np.stack([decode_png(img["bytes"]) for img in batch["image"]])  # [B, H, W, C]
+        return {"pixels": pixels, "label": batch["label"].fillna("").astype(str).to_numpy()}
+    return {"text": batch["text"].astype(str).to_numpy()}
+
+
+def training_dataset(store: Store, dataset_version: str, split: str, modality: str, sources: list[str] | None) -> ray.data.Dataset:
+    ds = ray.data.read_parquet(store.path("curated", dataset_version, split), filesystem=store.fs,
+                               columns=["source", "modality", "label", "image", "text"])
+    wanted = set(sources) if sources else None
+
+    def keep(df: pd.DataFrame) -> pd.DataFrame:
+        mask = df["modality"] == modality
+        if wanted is not None:
+            mask &= df["source"].isin(wanted)
+        return df[mask]
+
+    return (ds.map_batches(keep, batch_format="pandas")
+              .map_batches(_training_columns, fn_kwargs={"modality": modality}, batch_format="pandas"))
+
+
+# ---- the worker loop ---------------------------------------------------------------------------------
+
+def train_loop_per_worker(cfg: dict[str, Any]) -> None:
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg["seed"] * 1000 + rank)
+    device = ray.train.torch.get_device()
+    model = aigc_models.build(cfg["family"], cfg["model_config"])
+    optimizers = {}
+    for phase in model.phases:
+        s = model.optimizer_settings(phase)
+        optimizers[phase] = torch.optim.AdamW(model.phase_parameters(phase), lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
+
+    epoch0, step, history = 0, 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            model.load_state_dict(aigc_models.load(os.path.join(d, "model.safetensors")).state_dict())
+            state = torch.load(os.path.join(d, "train_state.pt"), weights_only=True)
+            for phase, opt in optimizers.items():
+                opt.load_state_dict(state["optimizers"][phase])
+            epoch0, step = state["epoch"], state["step"]
+            history = pd.read_parquet(os.path.join(d, "metrics.parquet")).to_dict("records")
+
+    ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": len(model.phases) > 1})
+    use_bf16 = device.type == "cuda" and cfg["precision"] != "fp32"
+    shard = ray.train.get_dataset_shard("train")
+    started = time.time()
+    done = False
+    for epoch in range(epoch0, cfg["epochs"]):
+        t0, rows, sums, n = time.time(), 0, {}, 0
+        for columns in shard.iter_batches(batch_size=cfg["batch_size"], batch_format="numpy", prefetch_batches=2):
+            batch = {k: v.to(device, non_blocking=True) for k, v in model.make_batch(columns).items()}
+            metrics: dict[str, float] = {}
+            for phase in model.phases:
+                opt = optimizers[phase]
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    loss, m = ddp(phase, batch)
+                loss.backward()
+                if cfg["grad_clip"]:
+                    torch.nn.utils.clip_grad_norm_(model.phase_parameters(phase), cfg["grad_clip"])
+                opt.step()
+                metrics.update({k: float(v) for k, v in m.items()})
+            step += 1
+            rows += len(next(iter(columns.values())))
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+            if cfg["max_steps"] and step >= cfg["max_steps"]:
+                done = True
+                break
+        seconds = time.time() - t0
+        row = {"epoch": epoch + 1, "step": step, "seconds": seconds,
+               "samples_per_second": rows * world / max(seconds, 1e-9), **{k: v / max(n, 1) for k, v in sums.items()}}
+        history.append(row)
+        last = done or epoch + 1 == cfg["epochs"]
+        if rank == 0:
+            print(f"[{cfg['name']}] epoch {epoch + 1}/{cfg['epochs']} step {step} "
+                  + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "step")), flush=True)
+        if last or (epoch + 1) % cfg["checkpoint_every"] == 0:
+            with tempfile.TemporaryDirectory() as d:
+                if rank == 0:
+                    aigc_models.save(model, os.path.join(d, "model.safetensors"))
+                    torch.save({"optimizers": {p: o.state_dict() for p, o in optimizers.items()}, "epoch": epoch + 1,
+                                "step": step}, os.path.join(d, "train_state.pt"))
+                    pd.DataFrame(history).to_parquet(os.path.join(d, "metrics.parquet"))
+                ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
+        else:
+            ray.train.report(row)
+        if done:
+            break
+    if rank == 0:
+        print(f"[{cfg['name']}] finished {step} steps in {time.time() - started:.1f}s", flush=True)
+
+
+# ---- the driver ----------------------------------------------------------------------------------
+
+def split_stats(store: Store, dataset_version: str, split: str, modality: str,
+                sources: list[str] | None) -> tuple[int, list[str]]:
+    """Rows and distinct labels of what a model will train on, from three small columns read on the driver."""
+    table = pads.dataset(store.path("curated", dataset_version, split), filesystem=store.fs, format="parquet").to_table(
+        columns=["source", "modality", "label"])
+    df = table.to_pandas()
+    mask = df["modality"] == modality
+    if sources:
+        mask &= df["source"].isin(sources)
+    labels = [str(l) for l in df.loc[mask, "label"].dropna().unique()]
+    return int(mask.sum()), sorted(labels, key=lambda l: (0, int(l), "") if l.isdigit() else (1, 0, l))
+
+
+def model_config(spec: ModelSpec, store: Store, dataset_version: str, classes: list[str]) -> dict[str, Any]:
+    """Hyperparameters from the spec plus the fields the data decides, for configs that have them."""
+    cls = aigc_models.FAMILIES[spec.family].config_class
+    fields = {f.name for f in dataclasses.fields(cls)}
+    manifest = store.read_json("curated", dataset_version, "_manifest.json")
+    derived = {"resolution": manifest["preprocess"]["resolution"], "channels": manifest["preprocess"]["channels"],
+               "classes": classes}
+    return {**{k: v for k, v in derived.items() if k in fields}, **spec.hyperparameters}
+
+
+def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_version: str | None = None) -> TrainResult:
+    started = time.time()
+    dataset_version = resolve_dataset_version(store, dataset_version)
+    n_rows, classes = split_stats(store, dataset_version, "train", spec.modality, spec.sources)
+    if n_rows == 0:
+        raise ValueError(f"model {spec.name}: curated dataset {dataset_version} has no {spec.modality} rows to train on"
+                         + (f" from sources {spec.sources}" if spec.sources else ""))
+    config = model_config(spec, store, dataset_version, classes)
+    probe = aigc_models.build(spec.family, config)  # fails here, before any worker starts, on a bad config
+    loop_config = {
+        "name": spec.name, "family": spec.family, "model_config": config, "seed": spec.seed,
+        "epochs": spec.epochs or train.epochs, "max_steps": spec.max_steps,
+        "batch_size": spec.batch_size or train.batch_size, "checkpoint_every": train.checkpoint_every,
+        "grad_clip": train.grad_clip, "precision": train.precision,
+    }
+    resources = train.resources_per_worker or ({"CPU": 1, "GPU": 1} if train.use_gpu else {"CPU": 1})
+    run_name = f"{spec.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+    data_context = ray.data.DataContext.get_current()
+    progress_bars, data_context.enable_progress_bars = data_context.enable_progress_bars, False  # per-epoch bars of the shards are noise
+    ds = training_dataset(store, dataset_version, "train", spec.modality, spec.sources)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(name=run_name, storage_path=store.path("checkpoints", spec.name), storage_filesystem=store.fs,
+                             failure_config=FailureConfig(max_failures=train.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=train.keep_checkpoints)),
+        datasets={"train": ds},
+    )
+    try:
+        result = trainer.fit()
+    finally:
+        data_context.enable_progress_bars = progress_bars
+    if result.checkpoint is None:
+        raise RuntimeError(f"training of {spec.name} produced no checkpoint")
+    with result.checkpoint.as_directory() as d:
+        model = aigc_models.load(os.path.join(d, "model.safetensors"))
+        metrics = pd.read_parquet(os.path.join(d, "metrics.parquet"))
+        state = torch.load(os.path.join(d, "train_state.pt"), weights_only=True)
+    seconds = time.time() - started
+    final = {k: float(v) for k, v in metrics.iloc[-1].items() if k not in ("epoch", "step", "seconds")}
+    ref = _publish_model(store, spec, train, model, metrics, dataset_version, run_name, state, seconds, n_rows, final,
+                         probe.num_parameters())
+    return TrainResult(ref, int(state["step"]), int(state["epoch"]), seconds,
+                       float(metrics["samples_per_second"].mean()), final)
+
+
+def _publish_model(store: Store, spec: ModelSpec, train: TrainSpec, model: aigc_models.GenerativeModel,
+                   metrics: pd.DataFrame, dataset_version: str, run_name: str, state: dict, seconds: float,
+                   n_rows: int, final: dict[str, float], n_params: int) -> registry.ModelRef:
+    with tempfile.TemporaryDirectory() as d:
+        weights = os.path.join(d, "model.safetensors")
+        sha = aigc_models.save(model, weights, extra={"model_name": spec.name, "dataset_version": dataset_version})
+        files = {"model.safetensors": open(weights, "rb").read()}
+    version = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{sha[:8]}"
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(metrics, preserve_index=False), buf)
+    files["metrics.parquet"] = buf.getvalue()
+    files.update(_samples(model, train.sample_grid))
+    card = {
+        "name": spec.name, "version": version, "family": model.family, "modality": model.modality,
+        "config": dataclasses.asdict(model.config), "parameters": n_params,
+        "dataset_version": dataset_version, "train_rows": n_rows,
+        "steps": int(state["step"]), "epochs": int(state["epoch"]), "wall_seconds": round(seconds, 2),
+        "samples_per_second": round(float(metrics["samples_per_second"].mean()), 2),
+        "final_metrics": final, "checkpoint_sha256": sha, "ray_train_run": run_name,
+        "num_workers": train.num_workers, "use_gpu": train.use_gpu, "sampler_defaults": model.sampler_defaults(),
+        "code_version": _code_version(), "created_at": datetime.now(timezone.utc).isoformat(), "resumed_from": None,
+    }
+    return registry.register(store, spec.name, version, files, card, promote=train.promote)
+
+
+def _samples(model: aigc_models.GenerativeModel, per_class: int) -> dict[str, bytes]:
+    """A picture (image models: one row per class) or a text file (text models) of fixed-seed samples."""
+    if model.modality == "image":
+        classes = list(getattr(model.config, "classes", []) or [None])
+        conditions = [c for c in classes for _ in range(per_class)]
+        images = model.sample(conditions, seeds=list(range(len(conditions))))
+        buf = io.BytesIO()
+        grid(images, ncol=per_class).save(buf, format="PNG")
+        return {"samples.png": buf.getvalue()}
+    prompts = ["The ", "A ", "In "]
+    texts = model.sample([p for p in prompts for _ in range(3)], seeds=list(range(3 * len(prompts))))
+    return {"samples.txt": ("\n\n".join(texts) + "\n").encode()}
+
+
+def _code_version() -> str:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        return subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=5).stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"

@@ -1,0 +1,133 @@
+"""The one config loader: YAML file -> ``--set`` overrides -> validated ``PipelineConfig``.
+
+Every error is a ``ConfigError`` whose one-line message names the dotted key (``train.epochs``,
+``models.0.family``), so the CLI can print it and exit 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from jobs.specs import (NAME_RE, GenerateSpec, ModelSpec, PreprocessSpec, RaySpec, ScheduleSpec, Source, Strict,
+                        TrainSpec)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+
+
+class ConfigError(ValueError):
+    """A bad config or argument; the message is one line that names the key."""
+
+
+class PipelineConfig(Strict):
+    name: str = Field(pattern=NAME_RE)
+    output: str = "./runs"  # ROOT: a local folder or a pyarrow filesystem URI (s3://bucket/prefix)
+    ray: RaySpec = RaySpec()
+    sources: list[Source] = Field(min_length=1)
+    preprocess: PreprocessSpec = PreprocessSpec()
+    models: list[ModelSpec] = Field(default_factory=list)
+    train: TrainSpec = TrainSpec()
+    generate: GenerateSpec = GenerateSpec()
+    schedule: ScheduleSpec = ScheduleSpec()
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> "PipelineConfig":
+        names = [m.name for m in self.models]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise _KeyError(f"models.{i}.name", f"duplicate model name {name!r}")
+        for i, req in enumerate(self.generate.requests):
+            if req.model not in names:
+                raise _KeyError(f"generate.requests.{i}.model", f"no model named {req.model!r} in models ({', '.join(names) or 'none'})")
+        return self
+
+    def model(self, name: str) -> ModelSpec:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise ConfigError(f"--model: no model named {name!r} in the config (have: {', '.join(m.name for m in self.models)})")
+
+
+class _KeyError(ValueError):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                output: str | None = None) -> PipelineConfig:
+    """Reads ``path`` (default: ``configs/demo.yaml``), applies ``key=value`` overrides, validates."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"--config: file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config: {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config: {path} must hold a mapping of keys, not {type(data).__name__}")
+    for item in overrides or []:
+        apply_override(data, item)
+    if output:
+        data["output"] = output
+    return validate(data)
+
+
+def validate(data: dict[str, Any]) -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    """The first problem as ``dotted.key: message``."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p in ("builtin",))]
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    if msg.split(":", 1)[0].count(".") and msg.split(":", 1)[0].replace(".", "").replace("_", "").isalnum():
+        return msg  # already names its own key (cross-reference checks)
+    if msg.startswith("unknown key '") or msg.startswith("'"):  # model hyperparameter checks name the key
+        key = msg.split("'")[1]
+        return f"{'.'.join(loc + [key])}: {msg}"
+    return f"{'.'.join(loc) or '(top level)'}: {msg}"
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """``a.b.0.c=value``: the value is parsed as YAML (``3`` is an int, ``[a, b]`` a list, ``null`` None)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item}: expected key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {key}: {where} is not an index of a list of {len(node)}")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} is a value, not a section")
+
+
+def as_dict(config: PipelineConfig) -> dict[str, Any]:
+    """A JSON-able form (what Prefect flows take as their parameter)."""
+    return config.model_dump(mode="json", exclude_none=False)

@@ -1,0 +1,89 @@
+"""Prefect flows: each stage as a flow of its own, and ``nightly`` running them in order.
+
+Flows and tasks pass the config as a plain dict and return small summaries (versions, paths, counts):
+never tensors or DataFrames. The heavy work happens in ``jobs`` on Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any, Optional
+from zoneinfo import ZoneInfo
+
+from prefect import flow, get_run_logger, task
+
+from jobs.generate import run_generation
+from jobs.preprocess import run_preprocess
+from jobs.ray_runtime import ensure_ray
+from jobs.storage import Store
+from jobs.train import run_training
+
+from .config import PipelineConfig, validate
+
+
+def _setup(config: dict[str, Any]) -> tuple[PipelineConfig, Store]:
+    cfg = validate(config)
+    ensure_ray(cfg.ray.address, cfg.ray.num_cpus)
+    return cfg, Store(cfg.output)
+
+
+def today(cfg: PipelineConfig) -> str:
+    """Today's date in the schedule's timezone: the partition a night writes by default."""
+    return datetime.now(ZoneInfo(cfg.schedule.timezone)).date().isoformat()
+
+
+@task(name="preprocess", retries=1, retry_delay_seconds=5)
+def preprocess_task(config: dict[str, Any]) -> dict[str, Any]:
+    cfg, store = _setup(config)
+    result = run_preprocess(cfg.sources, cfg.preprocess, store)
+    get_run_logger().info("curated %s: %s accepted, %s rejected%s", result.dataset_version, result.counts["accepted"],
+                          result.counts["rejected"], " (unchanged, reused)" if result.reused else "")
+    return dataclasses.asdict(result)
+
+
+@task(name="train", task_run_name="train-{model_name}", retries=1, retry_delay_seconds=10)
+def train_task(config: dict[str, Any], model_name: str, dataset_version: Optional[str] = None) -> dict[str, Any]:
+    cfg, store = _setup(config)
+    result = run_training(cfg.model(model_name), cfg.train, store, dataset_version)
+    get_run_logger().info("%s %s: %d steps in %.1fs", model_name, result.model.version, result.steps, result.seconds)
+    out = dataclasses.asdict(result)
+    out["model"] = {"name": result.model.name, "version": result.model.version, "path": store.display(result.model.path)}
+    return out
+
+
+@task(name="generate", retries=1, retry_delay_seconds=10)
+def generate_task(config: dict[str, Any], run_date: str, count: Optional[int] = None) -> dict[str, Any]:
+    cfg, store = _setup(config)
+    result = run_generation(cfg.generate, store, run_date, cfg.name, count=count)
+    get_run_logger().info("generated %d rows (%d rejected) for %s at %.1f rows/s", result.rows, result.rejected,
+                          run_date, result.rows_per_second)
+    return dataclasses.asdict(result)
+
+
+@flow(name="preprocess")
+def preprocess_flow(config: dict[str, Any]) -> dict[str, Any]:
+    return preprocess_task(config)
+
+
+@flow(name="train")
+def train_flow(config: dict[str, Any], models: Optional[list[str]] = None,
+               dataset_version: Optional[str] = None) -> list[dict[str, Any]]:
+    cfg = validate(config)
+    return [train_task(config, name, dataset_version) for name in models or [m.name for m in cfg.models]]
+
+
+@flow(name="generate")
+def generate_flow(config: dict[str, Any], run_date: Optional[str] = None, count: Optional[int] = None) -> dict[str, Any]:
+    return generate_task(config, run_date or today(validate(config)), count)
+
+
+@flow(name="nightly")
+def nightly_flow(config: dict[str, Any], run_date: Optional[str] = None) -> dict[str, Any]:
+    """preprocess -> train every model on the new curated version -> generate tonight's partition."""
+    cfg = validate(config)
+    run_date = run_date or today(cfg)
+    curated = preprocess_task(config)
+    trained = [train_task(config, m.name, curated["dataset_version"]) for m in cfg.models]
+    generated = generate_task(config, run_date) if cfg.generate.requests else None
+    return {"run_date": run_date, "preprocess": curated, "train": trained, "generate": generated}
