@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import time
 import unicodedata
 import re
@@ -70,7 +71,7 @@ def clean_batch(df: pd.DataFrame, spec: dict[str, Any]) -> pa.Table:
         width = height = mode = None
         if row.modality == "image":
             try:
-                arr = _normalise_image(schema.scalar(row.payload), opts.resolution, opts.channels)
+                arr = _normalise_image(_image_bytes(row), opts.resolution, opts.channels)
                 from .images import encode_png
 
                 image = {"bytes": encode_png(arr), "path": None}
@@ -96,6 +97,21 @@ class _Reject(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason, self.detail = reason, detail
+
+
+def _image_bytes(row: Any) -> bytes | None:
+    """The unit's bytes: inline, or read from its path here (in the Ray task, not on the driver)."""
+    payload = schema.scalar(row.payload)
+    path = schema.scalar(getattr(row, "path", None))
+    if payload is None and path:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise _Reject("unreadable", f"{type(exc).__name__}: {exc}") from None
+    if payload == b"" and path:
+        raise _Reject("unsupported_type", f"not an image file type: {os.path.basename(path)}")
+    return payload
 
 
 def _normalise_image(payload: bytes | None, resolution: int, channels: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
@@ -37,7 +37,33 @@ class BuiltinSource(Strict):
         return f"builtin:{self.name}"
 
 
-Source = BuiltinSource
+class ImageFolderSource(Strict):
+    """A folder of images: class-per-subfolder (labels = folder names) or flat (no labels)."""
+
+    kind: Literal["image_folder"]
+    path: str
+    labels: Literal["auto", "folders", "none"] = "auto"  # auto: folders when there are subfolders
+    limit: Optional[int] = Field(None, ge=1)
+
+    @property
+    def source_id(self) -> str:
+        return f"image_folder:{self.path}"
+
+
+class TextFilesSource(Strict):
+    """Text files matched by a glob; one document per line (``per: line``) or per file (``per: file``)."""
+
+    kind: Literal["text_files"]
+    path: str  # a glob such as /data/copy/*.txt
+    per: Literal["line", "file"] = "line"
+    limit: Optional[int] = Field(None, ge=1)
+
+    @property
+    def source_id(self) -> str:
+        return f"text_files:{self.path}"
+
+
+Source = Annotated[Union[BuiltinSource, ImageFolderSource, TextFilesSource], Field(discriminator="kind")]
 
 
 class PreprocessSpec(Strict):
@@ -116,6 +142,8 @@ class TrainSpec(Strict):
     max_failures: int = Field(1, ge=0)
     grad_clip: Optional[float] = Field(1.0, gt=0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    cache_dataset: bool = True  # decode the split once into Ray's object store instead of every epoch; turn off
+    #                              for splits larger than the object store (they then stream from Parquet each epoch)
     promote: bool = True  # point production.json at the new version when training finishes
     sample_grid: int = Field(10, ge=1)  # images per class (or texts) in samples.png / samples.txt
 

@@ -107,8 +107,10 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     started = time.time()
     done = False
     for epoch in range(epoch0, cfg["epochs"]):
-        t0, rows, sums, n = time.time(), 0, {}, 0
+        t0, rows, sums, n, waited = time.time(), 0, {}, 0, 0.0
+        t_wait = time.time()
         for columns in shard.iter_batches(batch_size=cfg["batch_size"], batch_format="numpy", prefetch_batches=2):
+            waited += time.time() - t_wait
             batch = {k: v.to(device, non_blocking=True) for k, v in model.make_batch(columns).items()}
             metrics: dict[str, float] = {}
             for phase in model.phases:
@@ -129,9 +131,11 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
             if cfg["max_steps"] and step >= cfg["max_steps"]:
                 done = True
                 break
+            t_wait = time.time()
         seconds = time.time() - t0
         row = {"epoch": epoch + 1, "step": step, "seconds": seconds,
-               "samples_per_second": rows * world / max(seconds, 1e-9), **{k: v / max(n, 1) for k, v in sums.items()}}
+               "samples_per_second": rows * world / max(seconds, 1e-9),
+               "data_wait_share": waited / max(seconds, 1e-9), **{k: v / max(n, 1) for k, v in sums.items()}}
         history.append(row)
         last = done or epoch + 1 == cfg["epochs"]
         if rank == 0:
@@ -198,6 +202,8 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
     data_context = ray.data.DataContext.get_current()
     progress_bars, data_context.enable_progress_bars = data_context.enable_progress_bars, False  # per-epoch bars of the shards are noise
     ds = training_dataset(store, dataset_version, "train", spec.modality, spec.sources)
+    if train.cache_dataset:
+        ds = ds.materialize()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,

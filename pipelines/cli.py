@@ -105,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import flows, summary
 
+    import ray
+
     config = as_dict(cfg)
+    ray_was_running = ray.is_initialized()  # a caller's Ray (tests, notebooks) is left running
     started = time.time()
     runners: dict[str, Callable[[], Any]] = {
         "preprocess": lambda: flows.preprocess_flow(config),
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aigc: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     finally:
-        _shutdown_ray()
+        if not ray_was_running and ray.is_initialized():
+            ray.shutdown()
     seconds = time.time() - started
     if args.command == "preprocess":
         lines = summary.preprocess_lines(result)
@@ -140,13 +144,6 @@ def main(argv: list[str] | None = None) -> int:
                                  f"aigc inspect {cfg.output}/generated/run_date={result['run_date']}"))
     print(summary.render(f"aigc {args.command}: {cfg.name}", lines, seconds))
     return 0
-
-
-def _shutdown_ray() -> None:
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 if __name__ == "__main__":

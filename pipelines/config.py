@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 from jobs.specs import (NAME_RE, GenerateSpec, ModelSpec, PreprocessSpec, RaySpec, ScheduleSpec, Source, Strict,
                         TrainSpec)
 
+SOURCE_KINDS = ("builtin", "image_folder", "text_files")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 
@@ -86,7 +87,7 @@ def validate(data: dict[str, Any]) -> PipelineConfig:
 def describe(exc: ValidationError) -> str:
     """The first problem as ``dotted.key: message``."""
     err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p in ("builtin",))]
+    loc = [str(p) for p in err["loc"] if p not in SOURCE_KINDS]  # drop the union's tag from the path
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key"

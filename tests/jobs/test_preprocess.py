@@ -1,0 +1,123 @@
+"""Preprocessing: cleaning rules on hand-built batches, then the whole job on a real local Ray."""
+
+import io
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+import pytest
+from PIL import Image
+
+from jobs.preprocess import clean_batch, resolve_dataset_version, run_preprocess, split_of
+from jobs.specs import BuiltinSource, PreprocessSpec
+from jobs.storage import Store
+
+
+def png(array, mode="L"):
+    buf = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def raw(rows):
+    return pd.DataFrame(rows, columns=["source", "input_ref", "modality", "label", "payload", "text"])
+
+
+def test_clean_batch_accepts_normalises_and_rejects_with_reasons():
+    rgb = np.zeros((10, 20, 3), np.uint8)
+    rgb[:, 5:15] = 200  # a bright square in the middle of a wide image
+    df = raw([
+        ["t", "ok.png", "image", "cat", png(rgb, "RGB"), None],
+        ["t", "broken.png", "image", "cat", b"\x89PNG\r\n\x1a\nnot really", None],
+        ["t", "empty.png", "image", "cat", b"", None],
+        ["t", "line1", "text", None, None, "  Caf\u0065\u0301\x07 au   lait,\n\tbien   chaud  "],
+        ["t", "line2", "text", None, None, " \t "],
+        ["t", "line3", "text", None, None, "short"],
+    ])
+    out = clean_batch(df, PreprocessSpec(resolution=8, channels=1, min_text_chars=10).model_dump()).to_pandas()
+    assert list(out["status"]) == ["ok", "rejected", "rejected", "ok", "rejected", "rejected"]
+    assert list(out["reason"].fillna("-")) == ["-", "undecodable", "empty", "-", "empty", "too_short"]
+    img = np.asarray(Image.open(io.BytesIO(out.loc[0, "image"]["bytes"])))
+    assert img.shape == (8, 8) and out.loc[0, "mode"] == "L"  # center-cropped square, resized, grayscale
+    assert img[4, 4] > 150  # the crop kept the bright middle
+    assert out.loc[3, "text"] == "Caf\u00e9 au lait, bien chaud"  # NFC, control chars and runs of spaces gone
+    assert out["id"].is_unique and out["content_sha256"].notna().sum() == 2
+
+
+def test_split_is_deterministic_and_near_the_fraction():
+    ids = [f"id{i}" for i in range(4000)]
+    splits = [split_of(i, 0.1, "v1") for i in ids]
+    assert splits == [split_of(i, 0.1, "v1") for i in ids]
+    assert 0.08 < splits.count("val") / len(ids) < 0.12
+    assert splits != [split_of(i, 0.1, "other-salt") for i in ids]
+
+
+def test_run_preprocess_accounts_for_every_input_and_is_idempotent(tmp_path, ray_local):
+    store = Store(str(tmp_path))
+    sources = [BuiltinSource(kind="builtin", name="digits", limit=120),
+               BuiltinSource(kind="builtin", name="text-corpus", limit=200)]
+    spec = PreprocessSpec(resolution=16, val_fraction=0.25)
+    first = run_preprocess(sources, spec, store)
+    c = first.counts
+    assert c["inputs"] == 320 and c["inputs"] == c["accepted"] + c["rejected"] and c["balanced"]
+    assert c["accepted"] == c["train"] + c["val"]
+    assert c["by_source"]["builtin:digits"] == {"inputs": 120, "accepted": 120, "rejected": 0}
+    assert sum(c["by_reason"].values()) == c["rejected"] > 0  # the corpus has short and repeated paragraphs
+
+    root = tmp_path / "curated" / first.dataset_version
+    train = pads.dataset(root / "train").to_table().to_pandas()
+    val = pads.dataset(root / "val").to_table().to_pandas()
+    rejects = pads.dataset(root / "rejects").to_table().to_pandas()
+    assert len(train) == c["train"] and len(val) == c["val"] and len(rejects) == c["rejected"]
+    assert set(train["id"]).isdisjoint(val["id"]) and set(train["id"]).isdisjoint(rejects["id"])
+    dups = rejects[rejects["reason"] == "duplicate"]
+    assert len(dups) and dups["detail"].str.startswith("duplicate_of=").all()
+    kept = set(train["id"]) | set(val["id"])
+    assert dups["detail"].str.removeprefix("duplicate_of=").isin(kept).all()  # the original was kept
+    images = train[train["modality"] == "image"]
+    assert (images["width"] == 16).all() and images["label"].isin([str(d) for d in range(10)]).all()
+    assert not list((tmp_path / "curated" / "_staging").iterdir())  # nothing left in staging
+
+    again = run_preprocess(sources, spec, store)
+    assert again.reused and again.dataset_version == first.dataset_version
+    assert resolve_dataset_version(store) == first.dataset_version
+    other = run_preprocess(sources, PreprocessSpec(resolution=8, val_fraction=0.25), store)
+    assert other.dataset_version != first.dataset_version and resolve_dataset_version(store) == other.dataset_version
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run `aigc preprocess` first"):
+        resolve_dataset_version(Store(str(tmp_path)))
+
+
+def test_own_folders_and_text_files_every_file_accounted(tmp_path, ray_local):
+    from jobs.specs import ImageFolderSource, TextFilesSource
+
+    photos = tmp_path / "photos"
+    for label in ("cat", "dog"):
+        (photos / label).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(photos / "cat" / "a.png")
+    Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(photos / "dog" / "b.jpg", quality=90)
+    Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8), mode="L").save(photos / "dog" / "c.webp")
+    (photos / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (photos / "dog" / "notes.txt").write_text("not an image")
+    (photos / "dog" / ".DS_Store").write_bytes(b"hidden")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "a.txt").write_bytes("\ufeffFresh bread every single morning.\n\nOur ovens never sleep at all.\n".encode("utf-8"))
+    (copy / "b.txt").write_bytes("Crème brûlée made the old way.\n".encode("latin-1"))
+
+    store = Store(str(tmp_path / "root"))
+    sources = [ImageFolderSource(kind="image_folder", path=str(photos)),
+               TextFilesSource(kind="text_files", path=str(copy / "*.txt"))]
+    result = run_preprocess(sources, PreprocessSpec(resolution=8, channels=3, val_fraction=0.0, min_text_chars=5), store)
+    c = result.counts
+    assert c["by_source"][f"image_folder:{photos}"] == {"inputs": 5, "accepted": 3, "rejected": 2}
+    assert c["by_source"][f"text_files:{copy}/*.txt"] == {"inputs": 4, "accepted": 3, "rejected": 1}
+    assert c["by_reason"] == {"empty": 1, "undecodable": 1, "unsupported_type": 1}
+    assert c["by_label"] == {"cat": 1, "dog": 2}
+    train = pads.dataset(tmp_path / "root" / "curated" / result.dataset_version / "train").to_table().to_pandas()
+    assert set(train.loc[train.modality == "image", "mode"]) == {"RGB"}
+    assert "Crème brûlée made the old way." in set(train["text"])  # Latin-1 fallback, decoded right
+    assert "Fresh bread every single morning." in set(train["text"])  # the BOM is gone

@@ -1,0 +1,69 @@
+"""Save/load: one self-describing safetensors file, exact round trip, refusal of anything else."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import aigc_models
+from aigc_models import CheckpointError
+
+
+@pytest.mark.parametrize("family,config,condition", [
+    ("dcgan", {"resolution": 16, "classes": ["a", "b"], "z_dim": 8, "g_width": 8, "d_width": 8}, "b"),
+    ("gpt", {"block_size": 32, "n_layer": 1, "n_head": 2, "n_embd": 16}, "Hi"),
+])
+def test_save_load_sample_gives_identical_bytes(tmp_path, family, config, condition):
+    torch.manual_seed(3)
+    model = aigc_models.build(family, config)
+    path = tmp_path / "m.safetensors"
+    sha = aigc_models.save(model, path)
+    assert sha == aigc_models.sha256_file(path) and len(sha) == 64
+    loaded = aigc_models.load(path)
+    assert type(loaded) is type(model) and loaded.config == model.config
+    a, b = model.sample([condition], [42]), loaded.sample([condition], [42])
+    if family == "dcgan":
+        assert np.array_equal(a[0], b[0])
+    else:
+        assert a == b
+
+
+def test_refuses_unknown_keys_and_shape_mismatch(tmp_path):
+    model = aigc_models.build("gpt", {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16})
+    path = tmp_path / "m.safetensors"
+    aigc_models.save(model, path)
+    meta = aigc_models.read_metadata(path)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    save_file({**state, "extra.weight": torch.zeros(1)}, str(tmp_path / "extra.safetensors"), metadata=meta)
+    with pytest.raises(CheckpointError, match="unknown keys"):
+        aigc_models.load(tmp_path / "extra.safetensors")
+    state["lm_head.weight"] = torch.zeros(3, 3)
+    save_file(state, str(tmp_path / "shape.safetensors"), metadata=meta)
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        aigc_models.load(tmp_path / "shape.safetensors")
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_refuses_a_pickle_and_never_executes_it(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(pickle.dumps(_Evil(str(marker))))
+    with pytest.raises(CheckpointError, match="not a safetensors model file"):
+        aigc_models.load(path)
+    assert not marker.exists()
+
+
+def test_unknown_family_and_config_keys():
+    with pytest.raises(CheckpointError, match="unknown model family"):
+        aigc_models.build("nope", {})
+    with pytest.raises(CheckpointError, match="unknown gpt config keys"):
+        aigc_models.build("gpt", {"n_layers": 2})
