@@ -143,17 +143,19 @@ def encode_batch(batch: pd.DataFrame, run: dict[str, Any], store_root: str, reje
         if row.modality == "image":
             arr = np.frombuffer(row.raw, dtype=np.uint8).reshape(row.size, row.size, row.channels)
             image = {"bytes": encode_png(arr, provenance), "path": f"{row.id}.png"}
+            content = hashlib.sha256(arr.tobytes()).hexdigest()
             height, width, mode = arr.shape[0], arr.shape[1], "L" if arr.shape[2] == 1 else "RGB"
             quality = _image_quality(arr)
         else:
             quality = _text_quality(row.text[len(schema.scalar(row.prompt) or ""):])
+            content = hashlib.sha256(row.text.encode()).hexdigest()
         values = {"id": row.id, "run_id": run["run_id"], "run_date": date.fromisoformat(run["run_date"]),
                   "created_at": created, "modality": row.modality, "image": image, "width": width, "height": height,
                   "mode": mode, "text": schema.scalar(row.text), "label": schema.scalar(row.label),
                   "prompt": schema.scalar(row.prompt), "request_id": row.request_id,
                   "model_name": row.model_name, "model_family": model["family"], "model_version": model["version"],
                   "checkpoint_sha256": model["checkpoint_sha256"], "dataset_version": model["dataset_version"],
-                  "seed": int(row.seed), "sampler": row.sampler, "quality": quality,
+                  "seed": int(row.seed), "sampler": row.sampler, "content_sha256": content, "quality": quality,
                   "provenance": json.dumps(provenance, sort_keys=True)}
         for k, v in values.items():
             cols[k].append(v)

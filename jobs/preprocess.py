@@ -158,9 +158,10 @@ def finalise_batch(table: pa.Table, duplicates: dict[str, str], spec: dict[str, 
     df = table.to_pandas()
     dup = df["id"].map(duplicates)
     is_dup = dup.notna() & (df["status"] == "ok")
-    df.loc[is_dup, "status"] = "rejected"
-    df.loc[is_dup, "reason"] = "duplicate"
-    df.loc[is_dup, "detail"] = "duplicate_of=" + dup[is_dup]
+    if is_dup.any():
+        df.loc[is_dup, "status"] = "rejected"
+        df.loc[is_dup, "reason"] = "duplicate"
+        df.loc[is_dup, "detail"] = ["duplicate_of=" + str(d) for d in dup[is_dup]]
     ok = df["status"] == "ok"
     df["split"] = np.where(ok, [split_of(i, opts.val_fraction, opts.split_salt) for i in df["id"]], "rejects")
     return pa.Table.from_pandas(df, schema=table.schema, preserve_index=False)

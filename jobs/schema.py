@@ -65,6 +65,7 @@ GENERATED = pa.schema([
     ("dataset_version", pa.string()),
     ("seed", pa.int64()),
     ("sampler", pa.string()),
+    ("content_sha256", pa.string()),  # of the pixels (H*W*C bytes) or the UTF-8 text: equal content, equal hash
     ("quality", QUALITY),
     ("provenance", pa.string()),
 ])

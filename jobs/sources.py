@@ -41,9 +41,9 @@ def read_source(source: Source) -> pd.DataFrame:
     for col in RAW_COLUMNS:
         if col not in df:
             df[col] = None
+    df["source"] = source.source_id
     if source.limit is not None:
         df = df.iloc[: source.limit]
-    df.insert(0, "source", source.source_id)
     return df[RAW_COLUMNS].reset_index(drop=True)
 
 

@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 
+import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 import pytest
@@ -59,8 +60,11 @@ def _partition(store, date):
 
 
 def _content(df):
-    return {r.id: hashlib.sha256(r.image["bytes"] if r.modality == "image" else r.text.encode()).hexdigest()
-            for r in df.itertuples()}
+    """id -> hash of what a person sees: decoded pixels or text (PNG metadata names the run, so differs)."""
+    def payload(r):
+        return np.asarray(Image.open(io.BytesIO(r.image["bytes"]))).tobytes() if r.modality == "image" else r.text.encode()
+
+    return {r.id: hashlib.sha256(payload(r)).hexdigest() for r in df.itertuples()}
 
 
 def test_batch_size_and_actor_count_never_change_a_row(tiny_night):
@@ -74,7 +78,9 @@ def test_batch_size_and_actor_count_never_change_a_row(tiny_night):
     second = run_generation(big, store, date, cfg.name)
     b = _partition(store, date)
     assert first.rows == second.rows == len(a) == len(b) == 18
-    assert _content(a) == _content(b)  # same ids, same bytes
+    assert _content(a) == _content(b)  # same ids, same pixels and texts
+    assert a.set_index("id")["content_sha256"].to_dict() == b.set_index("id")["content_sha256"].to_dict()
+    assert (a.set_index("id")["content_sha256"] == pd.Series(_content(a))).all()  # the column hashes the content
     assert a.set_index("id")["seed"].to_dict() == b.set_index("id")["seed"].to_dict()
     assert len(store.files("generated", f"run_date={date}")) == files_before or second.rows == len(b)
     assert set(a["run_id"]) != set(b["run_id"])  # the re-run replaced the partition (new run, same rows)
