@@ -8,6 +8,7 @@ The contract in short:
 - ``phases`` names the optimisers in the order one training step updates them (GANs have two).
 - ``forward(phase, batch)`` returns ``(loss, metrics)`` for that phase. Putting the loss in ``forward`` keeps
   the model DistributedDataParallel-friendly: DDP synchronises gradients of what ``forward`` computes.
+- ``after_step(phase)`` runs after each optimiser step (EMA weights live there).
 - ``make_batch(columns)`` turns numpy columns (as Ray Data yields them) into tensors for ``forward``.
 - ``sample(conditions, seeds, **sampler)`` makes one output per row. Row ``i`` depends only on
   ``seeds[i]``, ``conditions[i]``, the sampler settings and the weights: never on the other rows.
@@ -49,6 +50,9 @@ class GenerativeModel(nn.Module):
 
     def optimizer_settings(self, phase: str) -> OptimizerSettings:
         return OptimizerSettings()
+
+    def after_step(self, phase: str) -> None:
+        """Called on every worker after the optimiser of ``phase`` stepped; families keep EMA weights here."""
 
     def make_batch(self, columns: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         raise NotImplementedError

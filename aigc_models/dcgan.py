@@ -6,13 +6,15 @@ the within-class diversity). The discriminator uses spectral norm and LeakyReLU,
 deviation feature (Karras et al. 2018) against mode collapse, and conditions by projection:
 ``D(x, y) = psi(h) + <embed(y), h>`` with ``h`` the pooled features. The hinge loss is the default;
 ``loss: nonsaturating`` gives the original DCGAN objective (it collapsed to one sample per class in our
-runs on the digits).
+runs on the digits). Sampling uses an exponential moving average of the generator's weights
+(``ema_decay``; Yazici et al. 2019), which smooths out the oscillation of adversarial training.
 
 Images are ``[-1, 1]`` floats inside the model and ``uint8 [H, W, C]`` outside.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from typing import Any, Sequence
@@ -36,6 +38,7 @@ class DCGANConfig:
     d_width: int = 64
     loss: str = "hinge"  # hinge | nonsaturating
     minibatch_std: bool = True  # discriminator sees the batch's feature spread; counters mode collapse
+    ema_decay: float = 0.999  # EMA of the generator used for sampling; 0 samples the raw generator
     lr_g: float = 2e-4
     lr_d: float = 2e-4
 
@@ -46,6 +49,8 @@ class DCGANConfig:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if self.loss not in ("hinge", "nonsaturating"):
             raise ValueError(f"loss must be 'hinge' or 'nonsaturating', got {self.loss!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
 class Generator(nn.Module):
@@ -109,6 +114,24 @@ class DCGAN(GenerativeModel):
         self.generator = Generator(config)
         self.discriminator = Discriminator(config)
         self.apply(_dcgan_init)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+        self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def after_step(self, phase: str) -> None:
+        if phase != "generator":
+            return
+        self.ema_steps += 1
+        n = float(self.ema_steps)
+        decay = min(self.config.ema_decay, (1 + n) / (10 + n))  # short memory early, when weights move fast
+        for ema, live in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            ema.lerp_(live, 1 - decay)
+        for ema, live in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            ema.copy_(live)
+
+    @property
+    def sampling_generator(self) -> Generator:
+        return self.generator_ema if self.config.ema_decay > 0 else self.generator
 
     def phase_parameters(self, phase: str) -> list[nn.Parameter]:
         return list((self.discriminator if phase == "discriminator" else self.generator).parameters())
@@ -166,7 +189,7 @@ class DCGAN(GenerativeModel):
         was_training = self.training
         self.eval()
         try:
-            images = self.generator(z.to(device), None if y is None else y.to(device))  # [B, C, R, R]
+            images = self.sampling_generator(z.to(device), None if y is None else y.to(device))  # [B, C, R, R]
         finally:
             self.train(was_training)
         images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

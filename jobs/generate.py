@@ -230,12 +230,9 @@ def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: st
         if published + manifest["rejected"] != len(rows):
             raise RuntimeError(f"accounting broke: {len(rows)} requested, {published} written, {manifest['rejected']} rejected")
         if store.exists(rejected_staging):
-            rej = staging_dir(store, "generated/_rejected", partition)
-            store.delete(rej)
-            store.move(rejected_staging, rej)
-            publish(store, rej, "generated/_rejected", partition)
-        elif store.exists("generated/_rejected", partition):
-            store.delete("generated/_rejected", partition)
+            publish(store, rejected_staging, "generated/_rejected", partition)
+        else:
+            store.delete("generated/_rejected", partition)  # a re-run without rejects leaves none behind
         publish(store, staging, "generated", partition)
         store.write_json(manifest, "generated/_manifests", f"{partition}.json")
     except BaseException:

@@ -10,9 +10,7 @@ optimiser states, metrics so far). The finished run is published to the model re
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
-import json
 import os
 import subprocess
 import tempfile
@@ -122,6 +120,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
                 if cfg["grad_clip"]:
                     torch.nn.utils.clip_grad_norm_(model.phase_parameters(phase), cfg["grad_clip"])
                 opt.step()
+                model.after_step(phase)
                 metrics.update({k: float(v) for k, v in m.items()})
             step += 1
             rows += len(next(iter(columns.values())))

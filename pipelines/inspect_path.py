@@ -17,7 +17,7 @@ def describe_path(path: str) -> str:
         card = json.loads((p / "model_card.json").read_text())
         lines = [f"model {card['name']} {card['version']} ({card['family']}, {card['modality']}, {card['parameters']:,} parameters)",
                  f"  dataset {card['dataset_version']}, {card['steps']:,} steps / {card['epochs']} epochs in {card['wall_seconds']}s",
-                 f"  final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in card["final_metrics"].items()),
+                 "  final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in card["final_metrics"].items()),
                  f"  sha256 {card['checkpoint_sha256']}",
                  f"  files: {', '.join(sorted(f.name for f in p.iterdir()))}"]
         return "\n".join(lines)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from jobs import registry
 from jobs.generate import Generator, encode_batch, expand_requests, row_key, run_generation
-from jobs.specs import GenerateSpec, RequestSpec
+from jobs.specs import RequestSpec
 
 
 def card(modality, classes=()):

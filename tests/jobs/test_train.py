@@ -1,6 +1,5 @@
 """Training on Ray Train (2 DDP workers on a real local Ray) and the registry it publishes to."""
 
-import json
 
 import numpy as np
 import pandas as pd

@@ -61,7 +61,25 @@ def test_generator_step_only_touches_generator_parameters():
     m = tiny()
     g = set(map(id, m.phase_parameters("generator")))
     d = set(map(id, m.phase_parameters("discriminator")))
-    assert g and d and not g & d and g | d == set(map(id, m.parameters()))
+    trainable = {id(p) for p in m.parameters() if p.requires_grad}
+    assert g and d and not g & d and g | d == trainable
+    assert not trainable & set(map(id, m.generator_ema.parameters()))  # EMA weights are never optimised
+
+
+def test_ema_follows_the_generator_and_is_what_samples():
+    m = tiny()
+    with torch.no_grad():
+        for p in m.generator.parameters():
+            p.add_(0.1)
+    before = [p.clone() for p in m.generator_ema.parameters()]
+    m.after_step("discriminator")
+    assert all(torch.equal(a, b) for a, b in zip(before, m.generator_ema.parameters()))
+    m.after_step("generator")
+    moved = [float((e - b).abs().max()) for e, b in zip(m.generator_ema.parameters(), before)]
+    assert all(0 < x < 0.1 for x in moved) and int(m.ema_steps) == 1
+    ema_sample = m.sample(["0"], [3])[0]
+    m.config.ema_decay = 0.0
+    assert not np.array_equal(ema_sample, m.sample(["0"], [3])[0])  # raw generator differs from its average
 
 
 def test_seeded_sampling_is_repeatable_and_batch_invariant():

@@ -1,0 +1,37 @@
+"""The CLI on real runs: exit 0 and a summary that says what happened and where to look."""
+
+from pipelines.cli import main
+from tests.conftest import TINY_CONFIG
+
+
+def test_preprocess_prints_counts_and_paths(tmp_path, capsys, ray_local, prefect_server):
+    assert main(["preprocess", "--config", str(TINY_CONFIG), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "rows read        500" in out and "rejected" in out and str(tmp_path / "curated") in out
+
+
+def test_generate_a_few_rows_for_another_date(tiny_night, capsys):
+    cfg, store, _ = tiny_night
+    code = main(["generate", "--config", str(TINY_CONFIG), "--out", store.root, "--date", "2026-02-01", "--count", "5"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "generated         5 rows" in out and "run_date=2026-02-01" in out
+    assert store.read_json("generated/_manifests", "run_date=2026-02-01.json")["rows"] == 5
+
+
+def test_failed_run_exits_1_with_one_line(tmp_path, capsys, ray_local, prefect_server):
+    code = main(["generate", "--config", str(TINY_CONFIG), "--out", str(tmp_path), "--date", "2026-02-01"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "aigc: generate failed: FileNotFoundError: model 'tiny-gan' has no production version" in err
+
+
+def test_inspect_summarises_each_kind_of_output(tiny_night, capsys):
+    _, store, result = tiny_night
+    model = result["train"][0]["model"]["path"]
+    for path, needle in [(store.path("generated", "run_date=2026-11-20"), "18 rows"),
+                         (store.path("curated", result["preprocess"]["dataset_version"]), "inputs 500"),
+                         (model, "model tiny-gan")]:
+        assert main(["inspect", path]) == 0
+        assert needle in capsys.readouterr().out
+    assert main(["inspect", store.path("nothing-here")]) == 2
