@@ -12,7 +12,6 @@ install: $(STAMP)
 # pyproject.toml keeps open ranges for users elsewhere.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 

@@ -189,6 +189,9 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
         raise ValueError(f"model {spec.name}: curated dataset {dataset_version} has no {spec.modality} rows to train on"
                          + (f" from sources {spec.sources}" if spec.sources else ""))
     config = model_config(spec, store, dataset_version, classes)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if train.use_gpu and gpus < train.num_workers:
+        raise ValueError(f"train.use_gpu is true with {train.num_workers} workers, but the Ray cluster has {gpus:g} GPUs")
     probe = aigc_models.build(spec.family, config)  # fails here, before any worker starts, on a bad config
     loop_config = {
         "name": spec.name, "family": spec.family, "model_config": config, "seed": spec.seed,

@@ -43,3 +43,10 @@ def test_no_rows_is_an_error_before_any_worker_starts(tiny_night):
     with pytest.raises(ValueError, match="has no image rows to train on"):
         run_training(spec, cfg.train, store)
     assert not store.exists("checkpoints", "empty")
+
+
+def test_asking_for_gpus_the_cluster_lacks_fails_before_workers_start(tiny_night):
+    cfg, store, _ = tiny_night
+    spec = cfg.model("tiny-gan")
+    with pytest.raises(ValueError, match="train.use_gpu is true with 2 workers, but the Ray cluster has 0 GPUs"):
+        run_training(spec, cfg.train.model_copy(update={"use_gpu": True}), store)
