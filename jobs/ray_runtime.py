@@ -23,4 +23,4 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
     else:
         ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), logging_level=logging.WARNING,
-                 include_dashboard=False)
+                 include_dashboard=None)
