@@ -13,12 +13,8 @@ Layout: ``ROOT/curated/<version>/{train,val,rejects}/*.parquet`` and ``_manifest
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
 import time
-import unicodedata
-import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,13 +26,13 @@ import pyarrow as pa
 import ray
 
 from . import schema
+from .cleaning import Reject, normalise_image, normalise_text
+from .images import encode_png
 from .publish import discard, publish, staging_dir
 from .sources import read_source
 from .specs import PreprocessSpec, Source
 from .storage import Store
 
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-MAX_PIXELS = 64_000_000
 
 
 @dataclass
@@ -69,87 +65,51 @@ def clean_batch(df: pd.DataFrame, spec: dict[str, Any]) -> pa.Table:
         rid = row_id(row.source, row.input_ref)
         image, text, reason, detail = None, None, None, None
         width = height = mode = None
-        if row.modality == "image":
-            try:
-                arr = _normalise_image(_image_bytes(row), opts.resolution, opts.channels)
-                from .images import encode_png
-
+        digest = None
+        try:
+            known = schema.scalar(row.reject)
+            if known:
+                raise Reject(*known.split(":", 1))
+            if row.modality == "image":
+                arr = normalise_image(_image_bytes(row), opts)
                 image = {"bytes": encode_png(arr), "path": None}
+                caption = schema.scalar(row.text)
+                text = normalise_text(caption, opts.model_copy(update={"min_text_chars": 1})) if caption else None
                 height, width, mode = arr.shape[0], arr.shape[1], "L" if opts.channels == 1 else "RGB"
                 digest = hashlib.sha256(arr.tobytes()).hexdigest()
-            except _Reject as r:
-                reason, detail = r.reason, r.detail
-        else:
-            text, reason, detail = _normalise_text(schema.scalar(row.text), opts)
-            digest = hashlib.sha256(text.lower().encode()).hexdigest() if reason is None else None
+            else:
+                text = normalise_text(schema.scalar(row.text), opts)
+                digest = hashlib.sha256(text.casefold().encode()).hexdigest()
+        except Reject as r:
+            reason, detail = r.reason, r.detail
         for key, value in (("id", rid), ("source", row.source), ("input_ref", row.input_ref),
                            ("modality", row.modality), ("label", None if schema.scalar(row.label) is None else str(row.label)),
                            ("image", image), ("width", width), ("height", height), ("mode", mode), ("text", text),
                            ("content_sha256", digest if reason is None else None),
-                           ("split", None), ("status", "rejected" if reason else "ok"), ("reason", reason),
+                           ("split", None), ("attributes", schema.scalar(row.attributes)), ("status", "rejected" if reason else "ok"), ("reason", reason),
                            ("detail", detail)):
             out[key].append(value)
     fields = list(schema.CURATED) + [pa.field("status", pa.string()), pa.field("reason", pa.string()), pa.field("detail", pa.string())]
     return schema.table(out, pa.schema(fields))
 
 
-class _Reject(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
-
-
 def _image_bytes(row: Any) -> bytes | None:
-    """The unit's bytes: inline, or read from its path here (in the Ray task, not on the driver)."""
+    """The unit's bytes: inline, or read from its path or URI here (in the Ray task, not on the driver)."""
     payload = schema.scalar(row.payload)
-    path = schema.scalar(getattr(row, "path", None))
+    path = schema.scalar(row.path)
     if payload is None and path:
         try:
+            if "://" in path:
+                import pyarrow.fs as pafs
+
+                fs, inner = pafs.FileSystem.from_uri(path)
+                with fs.open_input_stream(inner) as f:
+                    return f.read()
             with open(path, "rb") as f:
                 return f.read()
-        except OSError as exc:
-            raise _Reject("unreadable", f"{type(exc).__name__}: {exc}") from None
-    if payload == b"" and path:
-        raise _Reject("unsupported_type", f"not an image file type: {os.path.basename(path)}")
-    return payload
-
-
-def _normalise_image(payload: bytes | None, resolution: int, channels: int) -> np.ndarray:
-    """Decode fully, convert to L/RGB, center-crop to square, resize to ``resolution``; -> uint8 [R, R, C]."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not payload:
-        raise _Reject("empty", "no image bytes")
-    try:
-        with Image.open(io.BytesIO(payload)) as im:
-            if im.width * im.height > MAX_PIXELS:
-                raise _Reject("decompression_bomb", f"{im.width}x{im.height} exceeds {MAX_PIXELS} pixels")
-            im.load()
-            im = im.convert("L" if channels == 1 else "RGB")
-    except _Reject:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise _Reject("undecodable", f"{type(exc).__name__}: {exc}") from None
-    side = min(im.width, im.height)
-    left, top = (im.width - side) // 2, (im.height - side) // 2
-    im = im.crop((left, top, left + side, top + side))
-    if side != resolution:
-        im = im.resize((resolution, resolution), Image.BICUBIC)
-    arr = np.asarray(im, dtype=np.uint8)
-    return arr[:, :, None] if arr.ndim == 2 else arr
-
-
-def _normalise_text(text: Any, opts: PreprocessSpec) -> tuple[str | None, str | None, str | None]:
-    if text is None or not isinstance(text, str):
-        return None, "empty", "no text"
-    cleaned = " ".join(CONTROL.sub(" ", unicodedata.normalize("NFC", text)).split())
-    if not cleaned:
-        return None, "empty", "only whitespace or control characters"
-    if len(cleaned) < opts.min_text_chars:
-        return None, "too_short", f"{len(cleaned)} < {opts.min_text_chars} characters"
-    if len(cleaned) > opts.max_text_chars:
-        return None, "too_long", f"{len(cleaned)} > {opts.max_text_chars} characters"
-    return cleaned, None, None
+        except (OSError, ValueError) as exc:
+            raise Reject("unreadable", f"{type(exc).__name__}: {exc}") from None
+    return bytes(payload) if payload is not None else None
 
 
 def finalise_batch(table: pa.Table, duplicates: dict[str, str], spec: dict[str, Any]) -> pa.Table:
@@ -190,7 +150,8 @@ def run_preprocess(sources: list[Source], spec: PreprocessSpec, store: Store) ->
                .map_batches(clean_batch, fn_kwargs={"spec": spec_dict}, batch_format="pandas", batch_size=256)
                .materialize())
 
-    keys = cleaned.select_columns(["id", "source", "modality", "label", "status", "reason", "content_sha256"]).to_pandas()
+    keys = cleaned.select_columns(["id", "source", "modality", "label", "status", "reason", "detail",
+                                   "content_sha256"]).to_pandas()
     if keys["id"].duplicated().any():
         dupes = keys.loc[keys["id"].duplicated(), "id"].head(3).tolist()
         raise ValueError(f"two input units share an id (same source and input_ref): {dupes}")
@@ -212,6 +173,9 @@ def run_preprocess(sources: list[Source], spec: PreprocessSpec, store: Store) ->
         fingerprint.update(f"{rid}|{digest}|{split}\n".encode())
     version = fingerprint.hexdigest()[:12]
     counts = _counts(keys, n_inputs, sources)
+    encodings = raw.dropna(subset=["encoding"]).groupby(["source", "encoding"]).size()
+    for (source_id, encoding), n in encodings.items():
+        counts["by_source"][source_id].setdefault("by_encoding", {})[encoding] = int(n)
 
     target = f"curated/{version}"
     if store.exists(target, "_manifest.json"):
@@ -267,6 +231,8 @@ def _counts(keys: pd.DataFrame, n_inputs: int, sources: list[Source]) -> dict[st
             for s in sources
         },
         "by_reason": dict(sorted(Counter(rejected["reason"]).items())),
+        "blocked_terms": dict(sorted(Counter(d.removeprefix("blocked_term=") for d in
+                                             rejected.loc[rejected["reason"] == "blocked_term", "detail"]).items())),
         "by_label": dict(sorted(Counter(accepted["label"].dropna()).items(), key=lambda kv: _label_key(kv[0]))),
         "by_modality": dict(sorted(Counter(accepted["modality"]).items())),
     }

@@ -25,6 +25,7 @@ CURATED = pa.schema([
     ("text", pa.string()),
     ("content_sha256", pa.string()),
     ("split", pa.string()),
+    ("attributes", pa.string()),  # JSON of a table source's other columns, else null
 ])
 
 REJECTS = pa.schema([

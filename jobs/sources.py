@@ -1,7 +1,9 @@
 """Readers of the configured sources, each yielding raw input units as a DataFrame.
 
 Raw columns: ``source``, ``input_ref`` (where the unit came from, for people), ``modality``, ``label``,
-``payload`` (encoded image bytes, or None) and ``text`` (or None). One row per input unit: every unit is
+``payload`` (encoded image bytes, or None), ``text`` (or None), ``path`` (an image to read later),
+``reject`` (``reason:detail`` when the reader already knows the unit is bad), ``encoding`` (texts: the
+decoding used) and ``attributes`` (JSON of a table's other columns). One row per input unit: every unit is
 later accepted or rejected, never dropped, so the accounting in the manifest adds up.
 
 Images are read lazily: a unit carries its ``path`` and the cleaning task (on Ray) reads the bytes, so
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import glob
 import io
+import json
 import os
 import re
 from pathlib import Path
@@ -25,9 +28,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .specs import ImageFolderSource, Source, TextFilesSource
+from .specs import ImageFolderSource, Source, TableSource, TextFilesSource
 
-RAW_COLUMNS = ["source", "input_ref", "modality", "label", "payload", "text", "path"]
+RAW_COLUMNS = ["source", "input_ref", "modality", "label", "payload", "text", "path", "reject", "encoding",
+               "attributes"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
@@ -36,6 +40,8 @@ def read_source(source: Source) -> pd.DataFrame:
         df = _image_folder(source)
     elif isinstance(source, TextFilesSource):
         df = _text_files(source)
+    elif isinstance(source, TableSource):
+        df = _table(source)
     else:
         df = {"digits": _digits, "text-corpus": _text_corpus}[source.name]()
     for col in RAW_COLUMNS:
@@ -78,36 +84,133 @@ def _text_corpus() -> pd.DataFrame:
 
 
 def _image_folder(source: ImageFolderSource) -> pd.DataFrame:
+    """Every entry met is a unit. Hidden entries are ``hidden`` rejects (a hidden folder counts once);
+    symlinked folders are followed once (a second visit is a ``symlink_loop`` reject); links leading out
+    of the folder are ``symlink_outside`` rejects unless ``follow_symlinks_outside``."""
     root = Path(source.path).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"image_folder source: {root} is not a directory")
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root):  # does not follow symlinked folders
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
-    nested = any(f.parent != root for f in files)
+    root_real = root.resolve()
+    visited, stack, rows = {root_real}, [root], []
+
+    def unit(path: Path, reject: str | None = None, payload: bytes | None = None) -> None:
+        rows.append({"input_ref": str(path.relative_to(root)), "path": str(path), "payload": payload, "reject": reject})
+
+    while stack:
+        folder = stack.pop()
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name, reverse=True):
+            path = Path(entry.path)
+            if entry.name.startswith("."):
+                unit(path, "hidden:hidden file or folder, skipped")
+                continue
+            real = path.resolve()
+            if entry.is_symlink() and not real.is_relative_to(root_real) and not source.follow_symlinks_outside:
+                unit(path, f"symlink_outside:link leads outside the folder to {real}")
+                continue
+            if entry.is_dir(follow_symlinks=True):
+                if real in visited:
+                    unit(path, f"symlink_loop:{real} was already visited")
+                    continue
+                visited.add(real)
+                stack.append(path)
+            elif not real.exists():
+                unit(path, "unreadable:broken symlink")
+            else:
+                unit(path, None if path.suffix.lower() in IMAGE_SUFFIXES else
+                     f"unsupported_type:not an image file type: {entry.name}")
+    rows.sort(key=lambda r: r["input_ref"])
+    nested = any(len(Path(r["input_ref"]).parts) > 1 for r in rows if not r["reject"])
     by_folder = source.labels == "folders" or (source.labels == "auto" and nested)
-    rows = []
-    for f in files:
-        rel = f.relative_to(root)
-        rows.append({"input_ref": str(rel), "modality": "image", "path": str(f),
-                     "label": rel.parts[0] if by_folder and len(rel.parts) > 1 else None,
-                     "payload": None if f.suffix.lower() in IMAGE_SUFFIXES else b""})
-    return pd.DataFrame(rows, columns=["input_ref", "modality", "label", "payload", "path"])
+    for r in rows:
+        parts = Path(r["input_ref"]).parts
+        r.update(modality="image", label=parts[0] if by_folder and len(parts) > 1 else None)
+    return pd.DataFrame(rows, columns=["input_ref", "modality", "label", "payload", "path", "reject"])
+
+
+def decode_text(data: bytes) -> tuple[str, str]:
+    """Bytes -> (text, encoding used). BOMs decide first (UTF-8, UTF-16 LE/BE); then UTF-16 LE without BOM
+    when (nearly) every other byte is NUL; then UTF-8; else Latin-1, which decodes any byte sequence."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8", errors="replace"), "utf-8-sig"
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace"), "utf-16"
+    if len(data) >= 4 and data[1::2].count(0) > 0.9 * (len(data) // 2):
+        return data.decode("utf-16-le", errors="replace"), "utf-16-le"
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), "latin-1"
 
 
 def _text_files(source: TextFilesSource) -> pd.DataFrame:
-    paths = sorted(glob.glob(os.path.expanduser(source.path), recursive=True))
+    paths = sorted(p for p in glob.glob(os.path.expanduser(source.path), recursive=True) if os.path.isfile(p))
     if not paths:
         raise FileNotFoundError(f"text_files source: no file matches {source.path}")
-    refs, texts = [], []
+    rows = []
     for p in paths:
-        data = Path(p).read_bytes()
         try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = data.decode("latin-1")  # every byte sequence decodes; the common legacy encoding
+            text, encoding = decode_text(Path(p).read_bytes())
+        except OSError as exc:
+            rows.append({"input_ref": p, "text": None, "encoding": None, "reject": f"unreadable:{exc}"})
+            continue
         units = [text] if source.per == "file" else text.splitlines()
-        refs += [p] if source.per == "file" else [f"{p}:{i + 1}" for i in range(len(units))]
-        texts += units
-    return pd.DataFrame({"input_ref": refs, "modality": "text", "label": None, "payload": None, "text": texts})
+        for i, unit_text in enumerate(units or [""]):
+            rows.append({"input_ref": p if source.per == "file" else f"{p}:{i + 1}", "text": unit_text,
+                         "encoding": encoding, "reject": None})
+    df = pd.DataFrame(rows, columns=["input_ref", "text", "encoding", "reject"])
+    df["modality"] = "text"
+    return df
+
+
+def _table(source: TableSource) -> pd.DataFrame:
+    import pyarrow.csv as pacsv
+    import pyarrow.dataset as pads
+    import pyarrow.json as pajson
+    import pyarrow.fs as pafs
+
+    fmt = source.format
+    if fmt == "auto":
+        suffix = source.path.lower().rsplit(".", 1)[-1]
+        fmt = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "jsonl": "jsonl", "json": "jsonl", "ndjson": "jsonl"}.get(suffix)
+        if fmt is None:
+            raise ValueError(f"table source {source.path}: cannot tell the format from the name; set format")
+    if "://" in source.path:
+        fs, path = pafs.FileSystem.from_uri(source.path)
+    else:
+        fs, path = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(source.path))
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"table source: {source.path} not found")
+    if fmt == "parquet":
+        table = pads.dataset(path, filesystem=fs, format="parquet").to_table()
+    else:
+        with fs.open_input_stream(path) as f:
+            table = pacsv.read_csv(f) if fmt == "csv" else pajson.read_json(f)
+    df = table.to_pandas()
+    named = [c for c in (source.image_column, source.text_column, source.label_column) if c]
+    missing = [c for c in named if c not in df.columns]
+    if missing:
+        raise ValueError(f"table source {source.path}: no column {missing[0]!r} (has {', '.join(map(str, df.columns))})")
+    others = [c for c in df.columns if c not in named]
+    out = pd.DataFrame({"input_ref": [f"{source.path}#{i}" for i in range(len(df))]})
+    out["attributes"] = [json.dumps({c: _jsonable(r[c]) for c in others}, sort_keys=True, default=str) if others else None
+                         for _, r in df.iterrows()]
+    out["label"] = df[source.label_column].map(lambda v: None if pd.isna(v) else str(v)) if source.label_column else None
+    out["text"] = df[source.text_column] if source.text_column else None
+    if source.image_column:
+        out["modality"] = "image"
+        cells = df[source.image_column].tolist()
+        out["payload"] = [c if isinstance(c, (bytes, bytearray)) else (c or {}).get("bytes") if isinstance(c, dict) else None
+                          for c in cells]
+        out["path"] = [c if isinstance(c, str) else (c or {}).get("path") if isinstance(c, dict) else None for c in cells]
+        out["reject"] = [None if (p is not None or q) else "empty:no image in the row" for p, q in zip(out["payload"], out["path"])]
+    else:
+        out["modality"] = "text"
+    return out
+
+
+def _jsonable(value):
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value

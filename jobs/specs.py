@@ -43,6 +43,7 @@ class ImageFolderSource(Strict):
     kind: Literal["image_folder"]
     path: str
     labels: Literal["auto", "folders", "none"] = "auto"  # auto: folders when there are subfolders
+    follow_symlinks_outside: bool = False  # links leading out of the folder are symlink_outside rejects
     limit: Optional[int] = Field(None, ge=1)
 
     @property
@@ -63,7 +64,31 @@ class TextFilesSource(Strict):
         return f"text_files:{self.path}"
 
 
-Source = Annotated[Union[BuiltinSource, ImageFolderSource, TextFilesSource], Field(discriminator="kind")]
+class TableSource(Strict):
+    """A Parquet, CSV or JSONL table (local path or URI). One row is one unit: an image when
+    ``image_column`` holds bytes, a path/URI or a ``{bytes, path}`` struct; else a text from ``text_column``.
+    Columns not named here are kept, as JSON, in the curated ``attributes`` column."""
+
+    kind: Literal["table"]
+    path: str
+    format: Literal["auto", "parquet", "csv", "jsonl"] = "auto"
+    image_column: Optional[str] = None
+    text_column: Optional[str] = None
+    label_column: Optional[str] = None
+    limit: Optional[int] = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _needs_content(self) -> "TableSource":
+        if not self.image_column and not self.text_column:
+            raise ValueError("give image_column or text_column (or both: the text is kept as the caption)")
+        return self
+
+    @property
+    def source_id(self) -> str:
+        return f"table:{self.path}"
+
+
+Source = Annotated[Union[BuiltinSource, ImageFolderSource, TextFilesSource, TableSource], Field(discriminator="kind")]
 
 
 class PreprocessSpec(Strict):
@@ -73,6 +98,13 @@ class PreprocessSpec(Strict):
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     min_text_chars: int = Field(20, ge=1)
     max_text_chars: int = Field(2000, ge=1)
+    max_text_tokens: Optional[int] = Field(None, ge=1)  # UTF-8 bytes: the byte-level GPT's tokens
+    blocklist: list[str] = Field(default_factory=list)  # whole-word, case-insensitive; hits are blocked_term rejects
+    max_pixels: int = Field(64_000_000, ge=1)  # larger images are decompression_bomb rejects, never decoded
+    min_side: int = Field(8, ge=1)  # shorter side in pixels, before resizing
+    max_aspect: float = Field(4.0, ge=1.0)  # long side / short side
+    fit: Literal["center-crop", "pad", "resize"] = "center-crop"
+    background: Literal["white", "black"] = "white"  # for transparency and padding
     split_salt: str = "v1"  # changing it reshuffles the train/val split
 
     @field_validator("resolution")

@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 from jobs.specs import (NAME_RE, GenerateSpec, ModelSpec, PreprocessSpec, RaySpec, ScheduleSpec, Source, Strict,
                         TrainSpec)
 
-SOURCE_KINDS = ("builtin", "image_folder", "text_files")
+SOURCE_KINDS = ("builtin", "image_folder", "text_files", "table")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 

@@ -12,6 +12,7 @@ from typing import Any, Optional
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 
 from jobs.generate import run_generation
 from jobs.preprocess import run_preprocess
@@ -37,6 +38,16 @@ def today(cfg: PipelineConfig) -> str:
 def preprocess_task(config: dict[str, Any]) -> dict[str, Any]:
     cfg, store = _setup(config)
     result = run_preprocess(cfg.sources, cfg.preprocess, store)
+    c = result.counts
+    rows = "\n".join(f"| {k} | {v['inputs']:,} | {v['accepted']:,} | {v['rejected']:,} |" for k, v in c["by_source"].items())
+    reasons = "\n".join(f"| {k} | {v:,} |" for k, v in c["by_reason"].items()) or "| none | 0 |"
+    create_markdown_artifact(
+        key="curated-dataset",
+        markdown=f"## Curated dataset `{result.dataset_version}`\n\n{result.path}\n\n"
+                 f"inputs {c['inputs']:,} = accepted {c['accepted']:,} (train {c['train']:,}, val {c['val']:,}) "
+                 f"+ rejected {c['rejected']:,}\n\n| source | inputs | accepted | rejected |\n|---|---|---|---|\n{rows}\n\n"
+                 f"| reject reason | rows |\n|---|---|\n{reasons}\n",
+        description="What preprocessing accepted and quarantined")
     get_run_logger().info("curated %s: %s accepted, %s rejected%s", result.dataset_version, result.counts["accepted"],
                           result.counts["rejected"], " (unchanged, reused)" if result.reused else "")
     return dataclasses.asdict(result)

@@ -8,6 +8,7 @@ import pyarrow.dataset as pads
 import pytest
 from PIL import Image
 
+from jobs.sources import RAW_COLUMNS
 from jobs.preprocess import clean_batch, resolve_dataset_version, run_preprocess, split_of
 from jobs.specs import BuiltinSource, PreprocessSpec
 from jobs.storage import Store
@@ -20,7 +21,8 @@ def png(array, mode="L"):
 
 
 def raw(rows):
-    return pd.DataFrame(rows, columns=["source", "input_ref", "modality", "label", "payload", "text"])
+    df = pd.DataFrame(rows, columns=["source", "input_ref", "modality", "label", "payload", "text"])
+    return df.reindex(columns=RAW_COLUMNS)
 
 
 def test_clean_batch_accepts_normalises_and_rejects_with_reasons():
@@ -28,7 +30,7 @@ def test_clean_batch_accepts_normalises_and_rejects_with_reasons():
     rgb[:, 5:15] = 200  # a bright square in the middle of a wide image
     df = raw([
         ["t", "ok.png", "image", "cat", png(rgb, "RGB"), None],
-        ["t", "broken.png", "image", "cat", b"\x89PNG\r\n\x1a\nnot really", None],
+        ["t", "broken.png", "image", "cat", b"definitely not an image", None],
         ["t", "empty.png", "image", "cat", b"", None],
         ["t", "line1", "text", None, None, "  Caf\u0065\u0301\x07 au   lait,\n\tbien   chaud  "],
         ["t", "line2", "text", None, None, " \t "],
@@ -113,9 +115,10 @@ def test_own_folders_and_text_files_every_file_accounted(tmp_path, ray_local):
                TextFilesSource(kind="text_files", path=str(copy / "*.txt"))]
     result = run_preprocess(sources, PreprocessSpec(resolution=8, channels=3, val_fraction=0.0, min_text_chars=5), store)
     c = result.counts
-    assert c["by_source"][f"image_folder:{photos}"] == {"inputs": 5, "accepted": 3, "rejected": 2}
-    assert c["by_source"][f"text_files:{copy}/*.txt"] == {"inputs": 4, "accepted": 3, "rejected": 1}
-    assert c["by_reason"] == {"empty": 1, "undecodable": 1, "unsupported_type": 1}
+    assert c["by_source"][f"image_folder:{photos}"] == {"inputs": 6, "accepted": 3, "rejected": 3}
+    texts = c["by_source"][f"text_files:{copy}/*.txt"]
+    assert texts == {"inputs": 4, "accepted": 3, "rejected": 1, "by_encoding": {"latin-1": 1, "utf-8-sig": 3}}
+    assert c["by_reason"] == {"empty": 1, "hidden": 1, "undecodable": 1, "unsupported_type": 1}
     assert c["by_label"] == {"cat": 1, "dog": 2}
     train = pads.dataset(tmp_path / "root" / "curated" / result.dataset_version / "train").to_table().to_pandas()
     assert set(train.loc[train.modality == "image", "mode"]) == {"RGB"}
