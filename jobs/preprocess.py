@@ -157,8 +157,9 @@ def run_preprocess(sources: list[Source], spec: PreprocessSpec, store: Store) ->
         raise ValueError(f"two input units share an id (same source and input_ref): {dupes}")
     keys = keys.sort_values("id", kind="stable").reset_index(drop=True)
     duplicates: dict[str, str] = {}
-    if spec.dedup:
-        ok = keys[keys["status"] == "ok"]
+    if spec.dedup:  # the first occurrence in input order (sources as listed, then rows) is kept
+        position = {row_id(src, ref): i for i, (src, ref) in enumerate(zip(raw["source"], raw["input_ref"]))}
+        ok = keys[keys["status"] == "ok"].assign(position=lambda d: d["id"].map(position)).sort_values("position")
         first = ok.groupby(["modality", "content_sha256"], sort=False)["id"].transform("first")
         duplicates = dict(zip(ok.loc[first != ok["id"], "id"], first[first != ok["id"]]))
 

@@ -1,6 +1,7 @@
 """Preprocessing: cleaning rules on hand-built batches, then the whole job on a real local Ray."""
 
 import io
+import json
 
 import numpy as np
 import pandas as pd
@@ -124,3 +125,52 @@ def test_own_folders_and_text_files_every_file_accounted(tmp_path, ray_local):
     assert set(train.loc[train.modality == "image", "mode"]) == {"RGB"}
     assert "Crème brûlée made the old way." in set(train["text"])  # Latin-1 fallback, decoded right
     assert "Fresh bread every single morning." in set(train["text"])  # the BOM is gone
+
+
+def test_tables_symlinks_unicode_names_and_duplicates(tmp_path, ray_local):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jobs.specs import ImageFolderSource, TableSource
+
+    rng = np.random.default_rng(1)
+    pictures = [png(rng.integers(0, 255, (12, 12), dtype=np.uint8)) for _ in range(3)]
+    pq.write_table(pa.table({"img": [pictures[0], pictures[1], None], "cat": ["a", "b", "a"], "sku": [1, 2, 3]}),
+                   tmp_path / "catalog.parquet")
+    (tmp_path / "copy.csv").write_text("body,tone\nFresh bread every morning,warm\n,flat\nFresh  bread every morning,dup\n")
+    folder = tmp_path / "shots"
+    (folder / "ñandú").mkdir(parents=True)
+    (folder / "ñandú" / "猫 1.png").write_bytes(pictures[2])
+    (folder / "ñandú" / "again.png").write_bytes(pictures[0])  # same pixels as the table's first row
+    (folder / "ñandú" / "loop").symlink_to(folder)  # a loop back to the root
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "x.png").write_bytes(pictures[1])
+    (folder / "ñandú" / "out").symlink_to(outside)
+
+    sources = [TableSource(kind="table", path=str(tmp_path / "catalog.parquet"), image_column="img", label_column="cat"),
+               TableSource(kind="table", path=str(tmp_path / "copy.csv"), text_column="body"),
+               ImageFolderSource(kind="image_folder", path=str(folder))]
+    store = Store(str(tmp_path / "root"))
+    result = run_preprocess(sources, PreprocessSpec(resolution=8, val_fraction=0.0, min_text_chars=5), store)
+    c = result.counts
+    assert c["inputs"] == 3 + 3 + 4 == c["accepted"] + c["rejected"]
+    assert c["by_reason"] == {"duplicate": 2, "empty": 2, "symlink_loop": 1, "symlink_outside": 1}
+    train = pads.dataset(tmp_path / "root" / "curated" / result.dataset_version / "train").to_table().to_pandas()
+    table_rows = train[train.source.str.startswith("table:") & (train.modality == "image")]
+    assert sorted(table_rows["label"]) == ["a", "b"]  # the table comes first, so its copy of the picture is kept
+    assert "ñandú/again.png" not in set(train["input_ref"])
+    assert {json.loads(a)["sku"] for a in table_rows["attributes"]} == {1, 2}  # other columns kept
+    assert json.loads(train[train.text == "Fresh bread every morning"]["attributes"].iloc[0]) == {"tone": "warm"}
+    assert "ñandú/猫 1.png" in set(train["input_ref"]) and set(train.loc[train.input_ref.str.startswith("ñandú"), "label"]) == {"ñandú"}
+
+
+def test_missing_paths_fail_fast_with_one_message(tmp_path, ray_local):
+    from jobs.specs import ImageFolderSource, TableSource
+
+    store = Store(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        run_preprocess([ImageFolderSource(kind="image_folder", path=str(tmp_path / "nope"))], PreprocessSpec(), store)
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="no column 'text'"):
+        run_preprocess([TableSource(kind="table", path=str(tmp_path / "t.csv"), text_column="text")], PreprocessSpec(), store)
