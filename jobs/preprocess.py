@@ -26,8 +26,10 @@ import pyarrow as pa
 import ray
 
 from . import schema
-from .cleaning import Reject, normalise_image, normalise_text
-from .images import encode_png
+from .augment import augment, copy_id
+from .cleaning import BACKGROUNDS, Reject, normalise_image, normalise_text
+from .dedup import dhash, first_of_groups, near_image_duplicates, text_key
+from .images import decode_png, encode_png
 from .publish import discard, publish, staging_dir
 from .sources import read_source
 from .specs import PreprocessSpec, Source
@@ -60,12 +62,12 @@ def clean_batch(df: pd.DataFrame, spec: dict[str, Any]) -> pa.Table:
     """Raw units -> curated-schema rows plus ``status``/``reason``/``detail`` (rejected units keep their id)."""
     opts = PreprocessSpec(**spec)
     out: dict[str, list] = {f.name: [] for f in schema.CURATED}
-    out.update(status=[], reason=[], detail=[])
+    out.update(status=[], reason=[], detail=[], near_key=[])
     for row in df.itertuples(index=False):
         rid = row_id(row.source, row.input_ref)
         image, text, reason, detail = None, None, None, None
         width = height = mode = None
-        digest = None
+        digest = near = None
         try:
             known = schema.scalar(row.reject)
             if known:
@@ -77,19 +79,21 @@ def clean_batch(df: pd.DataFrame, spec: dict[str, Any]) -> pa.Table:
                 text = normalise_text(caption, opts.model_copy(update={"min_text_chars": 1})) if caption else None
                 height, width, mode = arr.shape[0], arr.shape[1], "L" if opts.channels == 1 else "RGB"
                 digest = hashlib.sha256(arr.tobytes()).hexdigest()
+                near = f"{dhash(arr):016x}"
             else:
                 text = normalise_text(schema.scalar(row.text), opts)
                 digest = hashlib.sha256(text.casefold().encode()).hexdigest()
+                near = hashlib.sha256(text_key(text).encode()).hexdigest()[:32]
         except Reject as r:
             reason, detail = r.reason, r.detail
         for key, value in (("id", rid), ("source", row.source), ("input_ref", row.input_ref),
                            ("modality", row.modality), ("label", None if schema.scalar(row.label) is None else str(row.label)),
                            ("image", image), ("width", width), ("height", height), ("mode", mode), ("text", text),
                            ("content_sha256", digest if reason is None else None),
-                           ("split", None), ("attributes", schema.scalar(row.attributes)), ("status", "rejected" if reason else "ok"), ("reason", reason),
-                           ("detail", detail)):
+                           ("split", None), ("attributes", schema.scalar(row.attributes)), ("augmented_from", None), ("status", "rejected" if reason else "ok"), ("reason", reason),
+                           ("detail", detail), ("near_key", near if reason is None else None)):
             out[key].append(value)
-    fields = list(schema.CURATED) + [pa.field("status", pa.string()), pa.field("reason", pa.string()), pa.field("detail", pa.string())]
+    fields = list(schema.CURATED) + [pa.field(n, pa.string()) for n in ("status", "reason", "detail", "near_key")]
     return schema.table(out, pa.schema(fields))
 
 
@@ -121,10 +125,45 @@ def finalise_batch(table: pa.Table, duplicates: dict[str, str], spec: dict[str, 
     if is_dup.any():
         df.loc[is_dup, "status"] = "rejected"
         df.loc[is_dup, "reason"] = "duplicate"
-        df.loc[is_dup, "detail"] = ["duplicate_of=" + str(d) for d in dup[is_dup]]
+        df.loc[is_dup, "detail"] = [str(d) for d in dup[is_dup]]
     ok = df["status"] == "ok"
     df["split"] = np.where(ok, [split_of(i, opts.val_fraction, opts.split_salt) for i in df["id"]], "rejects")
+    if opts.augment.copies:
+        df = pd.concat([df, _augmented_rows(df[(df["split"] == "train") & (df["modality"] == "image")], opts)],
+                       ignore_index=True)
     return pa.Table.from_pandas(df, schema=table.schema, preserve_index=False)
+
+
+def _augmented_rows(train_images: pd.DataFrame, opts: PreprocessSpec) -> pd.DataFrame:
+    """``augment.copies`` new train rows per accepted train image; val rows are never augmented."""
+    rows = []
+    for row in train_images.to_dict("records"):
+        arr = decode_png(row["image"]["bytes"])
+        for k in range(opts.augment.copies):
+            out = augment(arr, opts.augment, row["id"], k, BACKGROUNDS[opts.background])
+            rows.append({**row, "id": copy_id(row["id"], k), "input_ref": f"{row['input_ref']}#aug{k}",
+                         "image": {"bytes": encode_png(out), "path": None}, "near_key": None,
+                         "content_sha256": hashlib.sha256(out.tobytes()).hexdigest(), "augmented_from": row["id"]})
+    return pd.DataFrame(rows, columns=train_images.columns)
+
+
+def find_duplicates(keys: pd.DataFrame, raw: pd.DataFrame, spec: PreprocessSpec) -> dict[str, str]:
+    """``{id: "duplicate_of=<kept id>[;near...]"}``; the first unit in input order (sources as listed, then
+    rows) is the one kept."""
+    if not spec.dedup:
+        return {}
+    position = {row_id(src, ref): i for i, (src, ref) in enumerate(zip(raw["source"], raw["input_ref"]))}
+    ok = keys[keys["status"] == "ok"].assign(position=lambda d: d["id"].map(position)).sort_values("position")
+    found = {rid: f"duplicate_of={orig}" for rid, orig in
+             first_of_groups(ok["id"], ok["modality"] + ":" + ok["content_sha256"]).items()}
+    if spec.near_dedup:
+        rest = ok[~ok["id"].isin(found)]
+        images, texts = rest[rest["modality"] == "image"], rest[rest["modality"] == "text"]
+        near = near_image_duplicates(list(images["id"]), [int(h, 16) for h in images["near_key"]], spec.near_dedup_bits)
+        found.update({rid: f"duplicate_of={orig};near_bits={d}" for rid, (orig, d) in near.items()})
+        found.update({rid: f"duplicate_of={orig};near_text" for rid, orig in
+                      first_of_groups(texts["id"], texts["near_key"]).items()})
+    return found
 
 
 def _curated_part(df: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -151,22 +190,17 @@ def run_preprocess(sources: list[Source], spec: PreprocessSpec, store: Store) ->
                .materialize())
 
     keys = cleaned.select_columns(["id", "source", "modality", "label", "status", "reason", "detail",
-                                   "content_sha256"]).to_pandas()
+                                   "content_sha256", "near_key"]).to_pandas()
     if keys["id"].duplicated().any():
         dupes = keys.loc[keys["id"].duplicated(), "id"].head(3).tolist()
         raise ValueError(f"two input units share an id (same source and input_ref): {dupes}")
     keys = keys.sort_values("id", kind="stable").reset_index(drop=True)
-    duplicates: dict[str, str] = {}
-    if spec.dedup:  # the first occurrence in input order (sources as listed, then rows) is kept
-        position = {row_id(src, ref): i for i, (src, ref) in enumerate(zip(raw["source"], raw["input_ref"]))}
-        ok = keys[keys["status"] == "ok"].assign(position=lambda d: d["id"].map(position)).sort_values("position")
-        first = ok.groupby(["modality", "content_sha256"], sort=False)["id"].transform("first")
-        duplicates = dict(zip(ok.loc[first != ok["id"], "id"], first[first != ok["id"]]))
-
+    duplicates = find_duplicates(keys, raw, spec)  # id -> reject detail
     keys["split"] = "rejects"
     accepted = (keys["status"] == "ok") & ~keys["id"].isin(duplicates)
     keys.loc[accepted, "split"] = [split_of(i, spec.val_fraction, spec.split_salt) for i in keys.loc[accepted, "id"]]
     keys.loc[keys["id"].isin(duplicates), "reason"] = "duplicate"
+    keys.loc[keys["id"].isin(duplicates), "detail"] = keys["id"].map(duplicates)
 
     fingerprint = hashlib.sha256()
     fingerprint.update(json.dumps({"schema": schema.SCHEMA_VERSION, "spec": spec_dict}, sort_keys=True).encode())
@@ -174,6 +208,7 @@ def run_preprocess(sources: list[Source], spec: PreprocessSpec, store: Store) ->
         fingerprint.update(f"{rid}|{digest}|{split}\n".encode())
     version = fingerprint.hexdigest()[:12]
     counts = _counts(keys, n_inputs, sources)
+    counts["augmented"] = int(((keys["split"] == "train") & (keys["modality"] == "image")).sum()) * spec.augment.copies
     encodings = raw.dropna(subset=["encoding"]).groupby(["source", "encoding"]).size()
     for (source_id, encoding), n in encodings.items():
         counts["by_source"][source_id].setdefault("by_encoding", {})[encoding] = int(n)

@@ -26,6 +26,7 @@ CURATED = pa.schema([
     ("content_sha256", pa.string()),
     ("split", pa.string()),
     ("attributes", pa.string()),  # JSON of a table source's other columns, else null
+    ("augmented_from", pa.string()),  # id of the row this augmented copy was made from, else null
 ])
 
 REJECTS = pa.schema([

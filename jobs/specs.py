@@ -91,10 +91,27 @@ class TableSource(Strict):
 Source = Annotated[Union[BuiltinSource, ImageFolderSource, TextFilesSource, TableSource], Field(discriminator="kind")]
 
 
+class AugmentSpec(Strict):
+    """Offline augmentation of accepted *train* images (never val): ``copies`` extra rows per image, each
+    marked ``augmented_from=<id>``, drawn from a generator seeded by (id, copy, seed): same input, same rows."""
+
+    copies: int = Field(0, ge=0, le=32)
+    hflip: bool = False  # mirror with probability 1/2 (off by default: it changes digits and text)
+    rotate_degrees: float = Field(0.0, ge=0, le=180)  # uniform in [-d, d]
+    crop_scale: float = Field(1.0, gt=0, le=1)  # random resized crop keeping at least this share of the area
+    color_jitter: float = Field(0.0, ge=0, lt=1)  # brightness and contrast factors in [1 - j, 1 + j]
+    noise_std: float = Field(0.0, ge=0, le=128)  # Gaussian pixel noise, in 0..255 units
+    seed: int = 0
+
+
 class PreprocessSpec(Strict):
     resolution: int = 32
     channels: Literal[1, 3] = 1
     dedup: bool = True  # exact duplicates (same content hash) become rejects with duplicate_of=<id>
+    near_dedup: bool = False  # also near duplicates: images by perceptual hash, texts by normalised form
+    near_dedup_bits: int = Field(4, ge=0, le=16)  # images: largest Hamming distance of 64-bit dHashes;
+    #   tune per dataset: on the upscaled 8x8 digits even 2 bits merges 688 of 1,615 different digits
+    augment: "AugmentSpec" = Field(default_factory=lambda: AugmentSpec())
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     min_text_chars: int = Field(20, ge=1)
     max_text_chars: int = Field(2000, ge=1)

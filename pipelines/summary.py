@@ -17,7 +17,8 @@ def preprocess_lines(r: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         ("curated", f"{r['dataset_version']}{' (unchanged, reused)' if r['reused'] else ''}  {r['path']}"),
         ("rows read", f"{c['inputs']:,}  ({sources})"),
-        ("accepted", f"{c['accepted']:,}  (train {c['train']:,}, val {c['val']:,})"),
+        ("accepted", f"{c['accepted']:,}  (train {c['train']:,}, val {c['val']:,})"
+                     + (f" + {c['augmented']:,} augmented train rows" if c.get("augmented") else "")),
         ("rejected", f"{c['rejected']:,}  ({reasons})"),
         ("preprocess time", f"{r['seconds']:.1f}s"),
     ]

@@ -174,3 +174,50 @@ def test_missing_paths_fail_fast_with_one_message(tmp_path, ray_local):
     (tmp_path / "t.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="no column 'text'"):
         run_preprocess([TableSource(kind="table", path=str(tmp_path / "t.csv"), text_column="text")], PreprocessSpec(), store)
+
+
+def test_near_duplicates_are_rejects_pointing_at_the_first(tmp_path, ray_local):
+    from jobs.specs import ImageFolderSource, TextFilesSource
+
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    base = rng.integers(0, 60, (64, 64), dtype=np.uint8)
+    base[10:30, 5:60] = 240
+    Image.fromarray(base).save(folder / "a.png")
+    Image.fromarray(base).resize((60, 60)).save(folder / "b.jpg", quality=80)  # the same picture, re-encoded
+    Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(folder / "c.png")
+    (tmp_path / "copy.txt").write_text("Fresh bread, every morning!\nfresh BREAD every morning\nSomething else entirely\n")
+    sources = [ImageFolderSource(kind="image_folder", path=str(folder)),
+               TextFilesSource(kind="text_files", path=str(tmp_path / "copy.txt"))]
+    spec = PreprocessSpec(resolution=16, val_fraction=0.0, min_text_chars=5, near_dedup=True, near_dedup_bits=6)
+    result = run_preprocess(sources, spec, Store(str(tmp_path / "root")))
+    assert result.counts["by_reason"] == {"duplicate": 2} and result.counts["accepted"] == 4
+    rejects = pads.dataset(tmp_path / "root" / "curated" / result.dataset_version / "rejects").to_table().to_pandas()
+    train = pads.dataset(tmp_path / "root" / "curated" / result.dataset_version / "train").to_table().to_pandas()
+    by_ref = dict(zip(train["input_ref"], train["id"]))
+    details = dict(zip(rejects["input_ref"], rejects["detail"]))
+    assert details["b.jpg"].startswith(f"duplicate_of={by_ref['a.png']};near_bits=")
+    assert details[f"{tmp_path / 'copy.txt'}:2"] == f"duplicate_of={by_ref[str(tmp_path / 'copy.txt') + ':1']};near_text"
+
+
+def test_augmented_copies_are_marked_train_only_and_reproducible(tmp_path, ray_local):
+    from jobs.specs import AugmentSpec
+
+    sources = [BuiltinSource(kind="builtin", name="digits", limit=60)]
+    aug = AugmentSpec(copies=2, rotate_degrees=15, crop_scale=0.8, color_jitter=0.2, noise_std=4, hflip=True)
+    spec = PreprocessSpec(resolution=16, val_fraction=0.3, augment=aug)
+    runs = []
+    for name in ("a", "b"):
+        r = run_preprocess(sources, spec, Store(str(tmp_path / name)))
+        base = tmp_path / name / "curated" / r.dataset_version
+        runs.append((r, pads.dataset(base / "train").to_table().to_pandas(), pads.dataset(base / "val").to_table().to_pandas()))
+    (r, train, val), (_, train_b, _) = runs
+    originals, copies = train[train["augmented_from"].isna()], train[train["augmented_from"].notna()]
+    assert r.counts["augmented"] == len(copies) == 2 * len(originals) == 2 * r.counts["train"]
+    assert set(copies["augmented_from"]) == set(originals["id"])  # copies of train rows only
+    assert set(copies["augmented_from"]).isdisjoint(val["id"]) and val["augmented_from"].isna().all()
+    label = dict(zip(originals["id"], originals["label"]))
+    assert all(label[src] == lab for src, lab in zip(copies["augmented_from"], copies["label"]))
+    assert not set(copies["content_sha256"]) & set(originals["content_sha256"])  # they really changed
+    assert dict(zip(train["id"], train["content_sha256"])) == dict(zip(train_b["id"], train_b["content_sha256"]))
