@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 
 from . import schema
@@ -284,6 +285,20 @@ def _label_key(label: str) -> tuple:
 
 def _point_latest(store: Store, version: str) -> None:
     store.write_json({"dataset_version": version}, "curated", "_latest.json")
+
+
+def verify_curated(store: Store, version: str) -> dict[str, int]:
+    """Counts the rows of the published files (Parquet footers only) and checks them against the manifest:
+    train + augmented, val, rejects, and inputs = accepted + rejected. Raises ``AssertionError`` if not."""
+    counts = store.read_json("curated", version, "_manifest.json")["counts"]
+    found = {}
+    for part in ("train", "val", "rejects"):
+        found[part] = sum(pq.read_metadata(f, filesystem=store.fs).num_rows for f in store.files("curated", version, part, suffix=".parquet"))
+    expected = {"train": counts["train"] + counts.get("augmented", 0), "val": counts["val"], "rejects": counts["rejected"]}
+    if found != expected or counts["inputs"] != counts["accepted"] + counts["rejected"]:
+        raise AssertionError(f"curated {version}: files hold {found}, manifest says {expected} "
+                             f"(inputs {counts['inputs']}, accepted {counts['accepted']}, rejected {counts['rejected']})")
+    return found
 
 
 def resolve_dataset_version(store: Store, version: str | None = None) -> str:

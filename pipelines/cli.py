@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     common(sp)
     sp = sub.add_parser("inspect", help="summarise a curated dataset, generated partition or model version")
     sp.add_argument("path")
+    sp.add_argument("--grid", help="where a curated dataset's sample grid PNG goes (default: ./curated-<version>-samples.png)")
     return p
 
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         from .inspect_path import describe_path
 
         try:
-            print(describe_path(args.path))
+            print(describe_path(args.path, args.grid))
             return 0
         except (FileNotFoundError, ValueError) as exc:
             print(f"aigc: error: {exc}", file=sys.stderr)

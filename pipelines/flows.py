@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from jobs.generate import run_generation
-from jobs.preprocess import run_preprocess
+from jobs.preprocess import run_preprocess, verify_curated
 from jobs.ray_runtime import ensure_ray
 from jobs.storage import Store
 from jobs.train import run_training
@@ -29,15 +29,25 @@ def _setup(config: dict[str, Any]) -> tuple[PipelineConfig, Store]:
     return cfg, Store(cfg.output)
 
 
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry I/O hiccups and lost workers; a bad input or config fails at once, with its one message."""
+    exc = state.result(raise_on_failure=False)
+    return not isinstance(exc, (ValueError, FileNotFoundError, KeyError, AssertionError, NotADirectoryError))
+
+
+RETRIES = {"retries": 2, "retry_delay_seconds": [5, 30], "retry_condition_fn": retry_transient}
+
+
 def today(cfg: PipelineConfig) -> str:
     """Today's date in the schedule's timezone: the partition a night writes by default."""
     return datetime.now(ZoneInfo(cfg.schedule.timezone)).date().isoformat()
 
 
-@task(name="preprocess", retries=1, retry_delay_seconds=5)
+@task(name="preprocess", **RETRIES)
 def preprocess_task(config: dict[str, Any]) -> dict[str, Any]:
     cfg, store = _setup(config)
     result = run_preprocess(cfg.sources, cfg.preprocess, store)
+    verify_curated(store, result.dataset_version)  # the published files hold exactly what the manifest says
     c = result.counts
     rows = "\n".join(f"| {k} | {v['inputs']:,} | {v['accepted']:,} | {v['rejected']:,} |" for k, v in c["by_source"].items())
     reasons = "\n".join(f"| {k} | {v:,} |" for k, v in c["by_reason"].items()) or "| none | 0 |"
@@ -53,7 +63,7 @@ def preprocess_task(config: dict[str, Any]) -> dict[str, Any]:
     return dataclasses.asdict(result)
 
 
-@task(name="train", task_run_name="train-{model_name}", retries=1, retry_delay_seconds=10)
+@task(name="train", task_run_name="train-{model_name}", **RETRIES)
 def train_task(config: dict[str, Any], model_name: str, dataset_version: Optional[str] = None) -> dict[str, Any]:
     cfg, store = _setup(config)
     result = run_training(cfg.model(model_name), cfg.train, store, dataset_version)
@@ -63,7 +73,7 @@ def train_task(config: dict[str, Any], model_name: str, dataset_version: Optiona
     return out
 
 
-@task(name="generate", retries=1, retry_delay_seconds=10)
+@task(name="generate", **RETRIES)
 def generate_task(config: dict[str, Any], run_date: str, count: Optional[int] = None) -> dict[str, Any]:
     cfg, store = _setup(config)
     result = run_generation(cfg.generate, store, run_date, cfg.name, count=count)

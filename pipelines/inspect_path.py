@@ -9,7 +9,30 @@ from pathlib import Path
 import pyarrow.dataset as pads
 
 
-def describe_path(path: str) -> str:
+def curated_grid(dataset: Path, out: Path, per_label: int = 8) -> Path | None:
+    """A PNG with one row per label of accepted train images (at most ``per_label`` each)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from jobs.images import grid
+
+    table = pads.dataset(dataset / "train", format="parquet").to_table(columns=["modality", "label", "image"])
+    df = table.to_pandas()
+    df = df[df["modality"] == "image"]
+    if df.empty:
+        return None
+    images = []
+    for _, group in sorted(df.groupby(df["label"].fillna("(none)")), key=lambda kv: kv[0]):
+        row = [np.asarray(Image.open(io.BytesIO(i["bytes"])).convert("RGB")) for i in group["image"].head(per_label)]
+        row += [np.full_like(row[0], 255)] * (per_label - len(row))
+        images += row
+    grid(images, ncol=per_label).save(out)
+    return out
+
+
+def describe_path(path: str, grid_path: str | None = None) -> str:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{path} does not exist")
@@ -29,7 +52,9 @@ def describe_path(path: str) -> str:
                           f" + rejected {c['rejected']:,}",
                           f"  by source: {json.dumps(c['by_source'])}",
                           f"  rejects by reason: {json.dumps(c['by_reason'])}",
-                          f"  by label: {json.dumps(c['by_label'])}"])
+                          f"  by label: {json.dumps(c['by_label'])}"]
+                         + ([f"  augmented train rows: {c['augmented']:,}"] if c.get("augmented") else [])
+                         + _grid_line(p, Path(grid_path or f"curated-{m['dataset_version']}-samples.png")))
     files = sorted(str(f) for f in p.rglob("*.parquet") if not any(part.startswith("_") for part in f.relative_to(p).parts))
     if not files:
         raise ValueError(f"{path} holds no model card, curated manifest or Parquet files")
@@ -43,3 +68,8 @@ def describe_path(path: str) -> str:
     if "seed" in cols:
         lines.append(f"  ids unique: {len(set(table.column('id').to_pylist())) == table.num_rows}")
     return "\n".join(lines)
+
+
+def _grid_line(dataset: Path, out: Path) -> list[str]:
+    written = curated_grid(dataset, out)
+    return [f"  sample grid (one row per label): {written}"] if written else []

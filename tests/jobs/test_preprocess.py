@@ -221,3 +221,16 @@ def test_augmented_copies_are_marked_train_only_and_reproducible(tmp_path, ray_l
     assert all(label[src] == lab for src, lab in zip(copies["augmented_from"], copies["label"]))
     assert not set(copies["content_sha256"]) & set(originals["content_sha256"])  # they really changed
     assert dict(zip(train["id"], train["content_sha256"])) == dict(zip(train_b["id"], train_b["content_sha256"]))
+
+
+def test_verify_curated_catches_files_that_disagree_with_the_manifest(tmp_path, ray_local):
+    from jobs.preprocess import verify_curated
+
+    store = Store(str(tmp_path))
+    r = run_preprocess([BuiltinSource(kind="builtin", name="text-corpus", limit=150)], PreprocessSpec(), store)
+    assert verify_curated(store, r.dataset_version) == {"train": r.counts["train"], "val": r.counts["val"],
+                                                        "rejects": r.counts["rejected"]}
+    victim = store.files("curated", r.dataset_version, "rejects", suffix=".parquet")[0]
+    store.fs.delete_file(victim)
+    with pytest.raises(AssertionError, match="files hold"):
+        verify_curated(store, r.dataset_version)

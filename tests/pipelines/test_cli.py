@@ -28,12 +28,17 @@ def test_failed_run_exits_1_with_one_line(tmp_path, capsys, ray_local, prefect_s
     assert "aigc: generate failed: FileNotFoundError: model 'tiny-gan' has no production version" in err
 
 
-def test_inspect_summarises_each_kind_of_output(tiny_night, capsys):
+def test_inspect_summarises_each_kind_of_output(tiny_night, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the curated sample grid lands
     _, store, result = tiny_night
     model = result["train"][0]["model"]["path"]
     for path, needle in [(store.path("generated", "run_date=2026-11-20"), "18 rows"),
-                         (store.path("curated", result["preprocess"]["dataset_version"]), "inputs 500"),
+                         (store.path("curated", result["preprocess"]["dataset_version"]), "sample grid (one row per label)"),
                          (model, "model tiny-gan")]:
         assert main(["inspect", path]) == 0
         assert needle in capsys.readouterr().out
     assert main(["inspect", store.path("nothing-here")]) == 2
+    grids = list(tmp_path.glob("curated-*-samples.png"))
+    from PIL import Image
+
+    assert len(grids) == 1 and Image.open(grids[0]).height > Image.open(grids[0]).width  # 10 label rows of 8
