@@ -153,10 +153,15 @@ def _text_files(source: TextFilesSource) -> pd.DataFrame:
         except OSError as exc:
             rows.append({"input_ref": p, "text": None, "encoding": None, "reject": f"unreadable:{exc}"})
             continue
-        units = [text] if source.per == "file" else text.splitlines()
-        for i, unit_text in enumerate(units or [""]):
+        if source.per == "file":
+            units = [(text, encoding)]
+        elif encoding == "latin-1":  # not UTF-8 as a whole: decide line by line (files that mix encodings)
+            units = [decode_text(line) for line in Path(p).read_bytes().splitlines()]
+        else:
+            units = [(line, encoding) for line in text.splitlines()]
+        for i, (unit_text, unit_encoding) in enumerate(units or [("", encoding)]):
             rows.append({"input_ref": p if source.per == "file" else f"{p}:{i + 1}", "text": unit_text,
-                         "encoding": encoding, "reject": None})
+                         "encoding": unit_encoding, "reject": None})
     df = pd.DataFrame(rows, columns=["input_ref", "text", "encoding", "reject"])
     df["modality"] = "text"
     return df

@@ -234,3 +234,21 @@ def test_verify_curated_catches_files_that_disagree_with_the_manifest(tmp_path, 
     store.fs.delete_file(victim)
     with pytest.raises(AssertionError, match="files hold"):
         verify_curated(store, r.dataset_version)
+
+
+def test_mixed_encodings_empty_and_huge_lines(tmp_path, ray_local):
+    from jobs.specs import TextFilesSource
+
+    path = tmp_path / "mixed.txt"
+    path.write_bytes("Déjà vu in UTF-8 here\n".encode("utf-8") + "Crème brûlée in Latin-1\n".encode("latin-1")
+                     + b"\n" + b"x" * 3_000_000 + b"\n")
+    result = run_preprocess([TextFilesSource(kind="text_files", path=str(path))],
+                            PreprocessSpec(min_text_chars=5, max_text_chars=1000), Store(str(tmp_path / "root")))
+    c = result.counts
+    assert c["inputs"] == 4 and c["accepted"] == 2 and c["by_reason"] == {"empty": 1, "too_long": 1}
+    assert c["by_source"][f"text_files:{path}"]["by_encoding"] == {"latin-1": 1, "utf-8": 3}
+    base = tmp_path / "root" / "curated" / result.dataset_version
+    texts = set(pads.dataset(base / "train").to_table().to_pandas()["text"])
+    if c["val"]:
+        texts |= set(pads.dataset(base / "val").to_table().to_pandas()["text"])
+    assert texts == {"Déjà vu in UTF-8 here", "Crème brûlée in Latin-1"}  # each line decoded right
