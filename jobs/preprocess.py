@@ -1,5 +1,9 @@
 """Preprocessing on Ray Data: read sources, clean every unit, deduplicate, split, version, publish.
 
+Each source is first staged as raw-unit Parquet files (``sources.stage_source``: paths and small fields;
+image bytes are read later, inside the cleaning tasks). Ray Data reads those files and cleans them in
+parallel; only small keys (ids, hashes, reasons) come back to the driver for deduplication and versioning.
+
 Every input unit ends in exactly one place: the curated ``train``/``val`` rows or the ``rejects`` table
 with a stable reason code. The manifest records the counts and checks ``inputs == accepted + rejected``.
 
@@ -32,7 +36,7 @@ from .cleaning import BACKGROUNDS, Reject, normalise_image, normalise_text
 from .dedup import dhash, first_of_groups, near_image_duplicates, text_key
 from .images import decode_png, encode_png
 from .publish import discard, publish, staging_dir
-from .sources import read_source
+from .sources import stage_source
 from .specs import PreprocessSpec, Source
 from .storage import Store
 
@@ -63,7 +67,7 @@ def clean_batch(df: pd.DataFrame, spec: dict[str, Any]) -> pa.Table:
     """Raw units -> curated-schema rows plus ``status``/``reason``/``detail`` (rejected units keep their id)."""
     opts = PreprocessSpec(**spec)
     out: dict[str, list] = {f.name: [] for f in schema.CURATED}
-    out.update(status=[], reason=[], detail=[], near_key=[])
+    out.update(status=[], reason=[], detail=[], near_key=[], position=[], encoding=[])
     for row in df.itertuples(index=False):
         rid = row_id(row.source, row.input_ref)
         image, text, reason, detail = None, None, None, None
@@ -92,9 +96,11 @@ def clean_batch(df: pd.DataFrame, spec: dict[str, Any]) -> pa.Table:
                            ("image", image), ("width", width), ("height", height), ("mode", mode), ("text", text),
                            ("content_sha256", digest if reason is None else None),
                            ("split", None), ("attributes", schema.scalar(row.attributes)), ("augmented_from", None), ("status", "rejected" if reason else "ok"), ("reason", reason),
-                           ("detail", detail), ("near_key", near if reason is None else None)):
+                           ("detail", detail), ("near_key", near if reason is None else None),
+                           ("position", int(row.position)), ("encoding", schema.scalar(row.encoding))):
             out[key].append(value)
-    fields = list(schema.CURATED) + [pa.field(n, pa.string()) for n in ("status", "reason", "detail", "near_key")]
+    fields = (list(schema.CURATED) + [pa.field(n, pa.string()) for n in ("status", "reason", "detail", "near_key")]
+              + [pa.field("position", pa.int64()), pa.field("encoding", pa.string())])
     return schema.table(out, pa.schema(fields))
 
 
@@ -148,13 +154,12 @@ def _augmented_rows(train_images: pd.DataFrame, opts: PreprocessSpec) -> pd.Data
     return pd.DataFrame(rows, columns=train_images.columns)
 
 
-def find_duplicates(keys: pd.DataFrame, raw: pd.DataFrame, spec: PreprocessSpec) -> dict[str, str]:
+def find_duplicates(keys: pd.DataFrame, spec: PreprocessSpec) -> dict[str, str]:
     """``{id: "duplicate_of=<kept id>[;near...]"}``; the first unit in input order (sources as listed, then
     rows) is the one kept."""
     if not spec.dedup:
         return {}
-    position = {row_id(src, ref): i for i, (src, ref) in enumerate(zip(raw["source"], raw["input_ref"]))}
-    ok = keys[keys["status"] == "ok"].assign(position=lambda d: d["id"].map(position)).sort_values("position")
+    ok = keys[keys["status"] == "ok"].sort_values("position", kind="stable")
     found = {rid: f"duplicate_of={orig}" for rid, orig in
              first_of_groups(ok["id"], ok["modality"] + ":" + ok["content_sha256"]).items()}
     if spec.near_dedup:
@@ -178,25 +183,40 @@ def _rejects_part(df: pd.DataFrame) -> pa.Table:
 
 # ---- the job ------------------------------------------------------------------------------------
 
-def run_preprocess(sources: list[Source], spec: PreprocessSpec, store: Store) -> PreprocessResult:
+def run_preprocess(sources: list[Source], spec: PreprocessSpec, store: Store, staging: str | None = None) -> PreprocessResult:
+    """Cleans, deduplicates, splits, versions and publishes. ``staging`` names a folder where
+    ``stage_source`` already wrote each source's raw units (the Prefect flow does that, one task per
+    source); without it the sources are staged here, one after the other."""
     start = time.time()
-    raw = pd.concat([read_source(s) for s in sources], ignore_index=True)
-    n_inputs = len(raw)
+    own_staging = staging is None
+    if own_staging:
+        staging = staging_dir(store, "curated", "raw")
+        for i, source in enumerate(sources):
+            stage_source(source, i, store, staging)
+    try:
+        return _run(sources, spec, store, staging, start)
+    finally:
+        if own_staging:
+            discard(store, staging)
+
+
+def _run(sources: list[Source], spec: PreprocessSpec, store: Store, staging: str, start: float) -> PreprocessResult:
     spec_dict = spec.model_dump()
-    n_blocks = max(1, min(64, n_inputs // 200))
-    bounds = np.linspace(0, n_inputs, n_blocks + 1).astype(int)
-    blocks = [raw.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    cleaned = (ray.data.from_pandas(blocks)
+    raw_files = store.files(staging, "raw", suffix=".parquet")
+    n_inputs = sum(pq.read_metadata(f, filesystem=store.fs).num_rows for f in raw_files)
+    if n_inputs == 0:
+        raise ValueError("the sources hold no input units")
+    cleaned = (ray.data.read_parquet(raw_files, filesystem=store.fs)
                .map_batches(clean_batch, fn_kwargs={"spec": spec_dict}, batch_format="pandas", batch_size=256)
                .materialize())
 
     keys = cleaned.select_columns(["id", "source", "modality", "label", "status", "reason", "detail",
-                                   "content_sha256", "near_key"]).to_pandas()
+                                   "content_sha256", "near_key", "position", "encoding"]).to_pandas()
     if keys["id"].duplicated().any():
         dupes = keys.loc[keys["id"].duplicated(), "id"].head(3).tolist()
         raise ValueError(f"two input units share an id (same source and input_ref): {dupes}")
     keys = keys.sort_values("id", kind="stable").reset_index(drop=True)
-    duplicates = find_duplicates(keys, raw, spec)  # id -> reject detail
+    duplicates = find_duplicates(keys, spec)  # id -> reject detail
     keys["split"] = "rejects"
     accepted = (keys["status"] == "ok") & ~keys["id"].isin(duplicates)
     keys.loc[accepted, "split"] = [split_of(i, spec.val_fraction, spec.split_salt) for i in keys.loc[accepted, "id"]]
@@ -210,7 +230,7 @@ def run_preprocess(sources: list[Source], spec: PreprocessSpec, store: Store) ->
     version = fingerprint.hexdigest()[:12]
     counts = _counts(keys, n_inputs, sources)
     counts["augmented"] = int(((keys["split"] == "train") & (keys["modality"] == "image")).sum()) * spec.augment.copies
-    encodings = raw.dropna(subset=["encoding"]).groupby(["source", "encoding"]).size()
+    encodings = keys.dropna(subset=["encoding"]).groupby(["source", "encoding"]).size()
     for (source_id, encoding), n in encodings.items():
         counts["by_source"][source_id].setdefault("by_encoding", {})[encoding] = int(n)
 

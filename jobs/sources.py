@@ -26,9 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
 
 from .specs import ImageFolderSource, Source, TableSource, TextFilesSource
+from .storage import Store
 
 RAW_COLUMNS = ["source", "input_ref", "modality", "label", "payload", "text", "path", "reject", "encoding",
                "attributes"]
@@ -51,6 +54,27 @@ def read_source(source: Source) -> pd.DataFrame:
     if source.limit is not None:
         df = df.iloc[: source.limit]
     return df[RAW_COLUMNS].reset_index(drop=True)
+
+
+RAW_SCHEMA = pa.schema([("source", pa.string()), ("input_ref", pa.string()), ("modality", pa.string()),
+                        ("label", pa.string()), ("payload", pa.binary()), ("text", pa.string()), ("path", pa.string()),
+                        ("reject", pa.string()), ("encoding", pa.string()), ("attributes", pa.string()),
+                        ("position", pa.int64())])
+STAGE_CHUNK = 5000  # raw units per staged file: Ray Data reads the files in parallel
+
+
+def stage_source(source: Source, index: int, store: Store, staging: str) -> int:
+    """Reads one source into raw-unit Parquet files under ``staging/raw/`` and returns how many units it
+    had. ``position`` keeps the input order across sources (source index, then row) for "first one wins"."""
+    df = read_source(source)
+    df["position"] = index * 10**12 + np.arange(len(df), dtype=np.int64)
+    for start in range(0, max(len(df), 1), STAGE_CHUNK):
+        chunk = df.iloc[start:start + STAGE_CHUNK].astype(object).where(df.iloc[start:start + STAGE_CHUNK].notna(), None)
+        table = pa.Table.from_pandas(chunk, schema=RAW_SCHEMA, preserve_index=False)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        store.write_bytes(sink.getvalue().to_pybytes(), staging, "raw", f"source-{index:04d}-{start // STAGE_CHUNK:06d}.parquet")
+    return len(df)
 
 
 def _digits() -> pd.DataFrame:

@@ -16,7 +16,9 @@ from prefect.artifacts import create_markdown_artifact
 
 from jobs.generate import run_generation
 from jobs.preprocess import run_preprocess, verify_curated
+from jobs.publish import discard, staging_dir
 from jobs.ray_runtime import ensure_ray
+from jobs.sources import stage_source
 from jobs.storage import Store
 from jobs.train import run_training
 
@@ -43,10 +45,18 @@ def today(cfg: PipelineConfig) -> str:
     return datetime.now(ZoneInfo(cfg.schedule.timezone)).date().isoformat()
 
 
-@task(name="preprocess", **RETRIES)
-def preprocess_task(config: dict[str, Any]) -> dict[str, Any]:
+@task(name="read-source", task_run_name="read-{source_id}", **RETRIES)
+def stage_source_task(config: dict[str, Any], index: int, source_id: str, staging: str) -> int:
     cfg, store = _setup(config)
-    result = run_preprocess(cfg.sources, cfg.preprocess, store)
+    n = stage_source(cfg.sources[index], index, store, staging)
+    get_run_logger().info("%s: %d input units", source_id, n)
+    return n
+
+
+@task(name="preprocess", **RETRIES)
+def preprocess_task(config: dict[str, Any], staging: str) -> dict[str, Any]:
+    cfg, store = _setup(config)
+    result = run_preprocess(cfg.sources, cfg.preprocess, store, staging)
     verify_curated(store, result.dataset_version)  # the published files hold exactly what the manifest says
     c = result.counts
     rows = "\n".join(f"| {k} | {v['inputs']:,} | {v['accepted']:,} | {v['rejected']:,} |" for k, v in c["by_source"].items())
@@ -82,9 +92,21 @@ def generate_task(config: dict[str, Any], run_date: str, count: Optional[int] = 
     return dataclasses.asdict(result)
 
 
+def _preprocess(config: dict[str, Any]) -> dict[str, Any]:
+    """One task per source (read into staged raw units), then one for clean/dedup/split/publish."""
+    cfg, store = _setup(config)
+    staging = staging_dir(store, "curated", "raw")
+    try:
+        for i, source in enumerate(cfg.sources):
+            stage_source_task(config, i, source.source_id, staging)
+        return preprocess_task(config, staging)
+    finally:
+        discard(store, staging)
+
+
 @flow(name="preprocess")
 def preprocess_flow(config: dict[str, Any]) -> dict[str, Any]:
-    return preprocess_task(config)
+    return _preprocess(config)
 
 
 @flow(name="train")
@@ -104,7 +126,7 @@ def nightly_flow(config: dict[str, Any], run_date: Optional[str] = None) -> dict
     """preprocess -> train every model on the new curated version -> generate tonight's partition."""
     cfg = validate(config)
     run_date = run_date or today(cfg)
-    curated = preprocess_task(config)
+    curated = _preprocess(config)
     trained = [train_task(config, m.name, curated["dataset_version"]) for m in cfg.models]
     generated = generate_task(config, run_date) if cfg.generate.requests else None
     return {"run_date": run_date, "preprocess": curated, "train": trained, "generate": generated}

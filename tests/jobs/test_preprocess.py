@@ -23,7 +23,7 @@ def png(array, mode="L"):
 
 def raw(rows):
     df = pd.DataFrame(rows, columns=["source", "input_ref", "modality", "label", "payload", "text"])
-    return df.reindex(columns=RAW_COLUMNS)
+    return df.reindex(columns=RAW_COLUMNS).assign(position=range(len(df)))
 
 
 def test_clean_batch_accepts_normalises_and_rejects_with_reasons():

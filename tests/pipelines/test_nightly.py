@@ -84,3 +84,20 @@ def test_other_readers_see_the_same_rows(tiny_night, ray_local):
     path = store.path("generated", f"run_date={RUN_DATE}")
     assert len(pd.read_parquet(path)) == 18
     assert ray.data.read_parquet(path).count() == 18
+
+
+def test_flow_ran_one_task_per_source_and_left_a_summary_artifact(tiny_night):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_task_runs()
+            arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["curated-dataset"])))
+            return {r.name for r in runs}, arts
+
+    names, artifacts = asyncio.run(read())
+    assert {"read-builtin:digits", "read-builtin:text-corpus", "train-tiny-gan", "train-tiny-gpt"} <= names
+    assert artifacts and "| reject reason | rows |" in artifacts[0].data
