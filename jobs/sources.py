@@ -23,6 +23,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -38,22 +39,27 @@ RAW_COLUMNS = ["source", "input_ref", "modality", "label", "payload", "text", "p
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
-def read_source(source: Source) -> pd.DataFrame:
+def read_source(source: Source) -> Iterator[pd.DataFrame]:
+    """Raw units of ``source`` in chunks (tables stream batch by batch; the others come as one chunk)."""
     if isinstance(source, ImageFolderSource):
-        df = _image_folder(source)
+        chunks: Iterable[pd.DataFrame] = [_image_folder(source)]
     elif isinstance(source, TextFilesSource):
-        df = _text_files(source)
+        chunks = [_text_files(source)]
     elif isinstance(source, TableSource):
-        df = _table(source)
+        chunks = _table(source)
     else:
-        df = {"digits": _digits, "text-corpus": _text_corpus}[source.name]()
-    for col in RAW_COLUMNS:
-        if col not in df:
-            df[col] = None
-    df["source"] = source.source_id
-    if source.limit is not None:
-        df = df.iloc[: source.limit]
-    return df[RAW_COLUMNS].reset_index(drop=True)
+        chunks = [{"digits": _digits, "text-corpus": _text_corpus}[source.name]()]
+    left = source.limit
+    for df in chunks:
+        if left is not None:
+            df, left = df.iloc[:left], left - min(left, len(df))
+        for col in RAW_COLUMNS:
+            if col not in df:
+                df[col] = None
+        df["source"] = source.source_id
+        yield df[RAW_COLUMNS].reset_index(drop=True)
+        if left == 0:
+            return
 
 
 RAW_SCHEMA = pa.schema([("source", pa.string()), ("input_ref", pa.string()), ("modality", pa.string()),
@@ -66,15 +72,19 @@ STAGE_CHUNK = 5000  # raw units per staged file: Ray Data reads the files in par
 def stage_source(source: Source, index: int, store: Store, staging: str) -> int:
     """Reads one source into raw-unit Parquet files under ``staging/raw/`` and returns how many units it
     had. ``position`` keeps the input order across sources (source index, then row) for "first one wins"."""
-    df = read_source(source)
-    df["position"] = index * 10**12 + np.arange(len(df), dtype=np.int64)
-    for start in range(0, max(len(df), 1), STAGE_CHUNK):
-        chunk = df.iloc[start:start + STAGE_CHUNK].astype(object).where(df.iloc[start:start + STAGE_CHUNK].notna(), None)
-        table = pa.Table.from_pandas(chunk, schema=RAW_SCHEMA, preserve_index=False)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        store.write_bytes(sink.getvalue().to_pybytes(), staging, "raw", f"source-{index:04d}-{start // STAGE_CHUNK:06d}.parquet")
-    return len(df)
+    total, part = 0, 0
+    for df in read_source(source):
+        df["position"] = index * 10**12 + total + np.arange(len(df), dtype=np.int64)
+        total += len(df)
+        for start in range(0, len(df), STAGE_CHUNK):
+            piece = df.iloc[start:start + STAGE_CHUNK]
+            table = pa.Table.from_pandas(piece.astype(object).where(piece.notna(), None), schema=RAW_SCHEMA,
+                                         preserve_index=False)
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink)
+            store.write_bytes(sink.getvalue().to_pybytes(), staging, "raw", f"source-{index:04d}-{part:06d}.parquet")
+            part += 1
+    return total
 
 
 def _digits() -> pd.DataFrame:
@@ -191,11 +201,12 @@ def _text_files(source: TextFilesSource) -> pd.DataFrame:
     return df
 
 
-def _table(source: TableSource) -> pd.DataFrame:
+def _table(source: TableSource) -> Iterator[pd.DataFrame]:
+    """Streams the table in record batches, so a table larger than memory stages in constant memory."""
     import pyarrow.csv as pacsv
     import pyarrow.dataset as pads
-    import pyarrow.json as pajson
     import pyarrow.fs as pafs
+    import pyarrow.json as pajson
 
     fmt = source.format
     if fmt == "auto":
@@ -210,31 +221,41 @@ def _table(source: TableSource) -> pd.DataFrame:
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"table source: {source.path} not found")
     if fmt == "parquet":
-        table = pads.dataset(path, filesystem=fs, format="parquet").to_table()
-    else:
-        with fs.open_input_stream(path) as f:
-            table = pacsv.read_csv(f) if fmt == "csv" else pajson.read_json(f)
-    df = table.to_pandas()
+        dataset = pads.dataset(path, filesystem=fs, format="parquet")
+        columns, batches = dataset.schema.names, dataset.to_batches(batch_size=STAGE_CHUNK)
+        yield from _table_chunks(source, columns, batches)
+        return
+    with fs.open_input_stream(path) as f:
+        reader = pacsv.open_csv(f) if fmt == "csv" else pajson.open_json(f)
+        yield from _table_chunks(source, reader.schema.names, reader)
+
+
+def _table_chunks(source: TableSource, columns: list[str], batches: Iterable[pa.RecordBatch]) -> Iterator[pd.DataFrame]:
     named = [c for c in (source.image_column, source.text_column, source.label_column) if c]
-    missing = [c for c in named if c not in df.columns]
+    missing = [c for c in named if c not in columns]
     if missing:
-        raise ValueError(f"table source {source.path}: no column {missing[0]!r} (has {', '.join(map(str, df.columns))})")
-    others = [c for c in df.columns if c not in named]
-    out = pd.DataFrame({"input_ref": [f"{source.path}#{i}" for i in range(len(df))]})
-    out["attributes"] = [json.dumps({c: _jsonable(r[c]) for c in others}, sort_keys=True, default=str) if others else None
-                         for _, r in df.iterrows()]
-    out["label"] = df[source.label_column].map(lambda v: None if pd.isna(v) else str(v)) if source.label_column else None
-    out["text"] = df[source.text_column] if source.text_column else None
-    if source.image_column:
-        out["modality"] = "image"
-        cells = df[source.image_column].tolist()
-        out["payload"] = [c if isinstance(c, (bytes, bytearray)) else (c or {}).get("bytes") if isinstance(c, dict) else None
-                          for c in cells]
-        out["path"] = [c if isinstance(c, str) else (c or {}).get("path") if isinstance(c, dict) else None for c in cells]
-        out["reject"] = [None if (p is not None or q) else "empty:no image in the row" for p, q in zip(out["payload"], out["path"])]
-    else:
-        out["modality"] = "text"
-    return out
+        raise ValueError(f"table source {source.path}: no column {missing[0]!r} (has {', '.join(map(str, columns))})")
+    others = [c for c in columns if c not in named]
+    offset = 0
+    for batch in batches:
+        df = batch.to_pandas()
+        out = pd.DataFrame({"input_ref": [f"{source.path}#{offset + i}" for i in range(len(df))]})
+        offset += len(df)
+        out["attributes"] = [json.dumps({c: _jsonable(r[c]) for c in others}, sort_keys=True, default=str) if others
+                             else None for _, r in df.iterrows()]
+        out["label"] = df[source.label_column].map(lambda v: None if pd.isna(v) else str(v)) if source.label_column else None
+        out["text"] = df[source.text_column] if source.text_column else None
+        if source.image_column:
+            out["modality"] = "image"
+            cells = df[source.image_column].tolist()
+            out["payload"] = [c if isinstance(c, (bytes, bytearray)) else (c or {}).get("bytes") if isinstance(c, dict)
+                              else None for c in cells]
+            out["path"] = [c if isinstance(c, str) else (c or {}).get("path") if isinstance(c, dict) else None for c in cells]
+            out["reject"] = [None if (p is not None or q) else "empty:no image in the row"
+                             for p, q in zip(out["payload"], out["path"])]
+        else:
+            out["modality"] = "text"
+        yield out
 
 
 def _jsonable(value):

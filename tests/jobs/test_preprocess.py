@@ -252,3 +252,31 @@ def test_mixed_encodings_empty_and_huge_lines(tmp_path, ray_local):
     if c["val"]:
         texts |= set(pads.dataset(base / "val").to_table().to_pandas()["text"])
     assert texts == {"Déjà vu in UTF-8 here", "Crème brûlée in Latin-1"}  # each line decoded right
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "csv"])
+def test_tables_stage_batch_by_batch_in_order(tmp_path, fmt):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jobs.sources import stage_source
+    from jobs.specs import TableSource
+
+    n = 12_000
+    table = pa.table({"body": [f"line number {i}" for i in range(n)], "n": list(range(n))})
+    path = tmp_path / f"t.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(table, path, row_group_size=3000)
+    elif fmt == "csv":
+        table.to_pandas().to_csv(path, index=False)
+    else:
+        table.to_pandas().to_json(path, orient="records", lines=True)
+    store = Store(str(tmp_path / "root"))
+    source = TableSource(kind="table", path=str(path), text_column="body", limit=11_000)
+    assert stage_source(source, 2, store, "stage") == 11_000
+    files = store.files("stage", "raw", suffix=".parquet")
+    assert len(files) >= 3  # several staged files, Ray Data reads them in parallel
+    staged = pq.ParquetDataset(files).read().to_pandas().sort_values("position")
+    assert staged["position"].tolist() == [2 * 10**12 + i for i in range(11_000)]
+    assert staged["text"].tolist() == [f"line number {i}" for i in range(11_000)]
+    assert json.loads(staged["attributes"].iloc[10_999]) == {"n": 10_999}
