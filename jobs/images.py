@@ -41,11 +41,6 @@ def decode_png(data: bytes) -> np.ndarray:
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 
-def png_text(data: bytes) -> dict[str, str]:
-    with Image.open(io.BytesIO(data)) as im:
-        return dict(getattr(im, "text", {}) or {})
-
-
 def grid(images: Sequence[np.ndarray], ncol: int, pad: int = 2, scale: int = 2) -> Image.Image:
     """Tiles equal-sized ``uint8 [H, W, C]`` images row by row (``ncol`` per row) on a white background."""
     if not images:

@@ -260,7 +260,7 @@ def _run(sources: list[Source], spec: PreprocessSpec, store: Store, staging: str
             "sources": [s.model_dump() for s in sources],
             "preprocess": spec_dict,
             "counts": counts,
-            "labels": sorted(keys.loc[accepted & keys["label"].notna(), "label"].unique().tolist(), key=_label_key),
+            "labels": sorted(keys.loc[accepted & keys["label"].notna(), "label"].unique().tolist(), key=label_key),
             "files": [p[len(store.path(staging)) + 1:] for p in store.files(staging, suffix=".parquet")],
         }
         store.write_json(manifest, staging, "_manifest.json")
@@ -290,7 +290,7 @@ def _counts(keys: pd.DataFrame, n_inputs: int, sources: list[Source]) -> dict[st
         "by_reason": dict(sorted(Counter(rejected["reason"]).items())),
         "blocked_terms": dict(sorted(Counter(d.removeprefix("blocked_term=") for d in
                                              rejected.loc[rejected["reason"] == "blocked_term", "detail"]).items())),
-        "by_label": dict(sorted(Counter(accepted["label"].dropna()).items(), key=lambda kv: _label_key(kv[0]))),
+        "by_label": dict(sorted(Counter(accepted["label"].dropna()).items(), key=lambda kv: label_key(kv[0]))),
         "by_modality": dict(sorted(Counter(accepted["modality"]).items())),
     }
     counts["balanced"] = counts["inputs"] == counts["accepted"] + counts["rejected"]
@@ -299,7 +299,8 @@ def _counts(keys: pd.DataFrame, n_inputs: int, sources: list[Source]) -> dict[st
     return counts
 
 
-def _label_key(label: str) -> tuple:
+def label_key(label: str) -> tuple:
+    """Sort order of labels: numbers numerically first (\"2\" before \"10\"), then names."""
     return (0, int(label), "") if str(label).isdigit() else (1, 0, str(label))
 
 

@@ -33,7 +33,7 @@ import aigc_models
 
 from . import registry
 from .images import decode_png, grid
-from .preprocess import resolve_dataset_version
+from .preprocess import label_key, resolve_dataset_version
 from .specs import ModelSpec, TrainSpec
 from .storage import Store
 
@@ -168,7 +168,7 @@ def split_stats(store: Store, dataset_version: str, split: str, modality: str,
     if sources:
         mask &= df["source"].isin(sources)
     labels = [str(l) for l in df.loc[mask, "label"].dropna().unique()]
-    return int(mask.sum()), sorted(labels, key=lambda l: (0, int(l), "") if l.isdigit() else (1, 0, l))
+    return int(mask.sum()), sorted(labels, key=label_key)
 
 
 def model_config(spec: ModelSpec, store: Store, dataset_version: str, classes: list[str]) -> dict[str, Any]:
