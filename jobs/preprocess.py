@@ -300,7 +300,7 @@ def _counts(keys: pd.DataFrame, n_inputs: int, sources: list[Source]) -> dict[st
 
 
 def label_key(label: str) -> tuple:
-    """Sort order of labels: numbers numerically first (\"2\" before \"10\"), then names."""
+    """Sort order of labels: numbers numerically first ("2" before "10"), then names."""
     return (0, int(label), "") if str(label).isdigit() else (1, 0, str(label))
 
 
