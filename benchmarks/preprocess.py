@@ -2,9 +2,10 @@
 
 Writes N small PNG/JPEG files (random strokes, a few corrupt and duplicate files mixed in) into a scratch
 folder, runs the real preprocessing job on a local Ray, and reports images/s and the driver's peak RSS for
-each N, so memory growth with the input size is visible.
+each N (each size in a fresh process, so the peaks are its own), so memory growth with the input size is
+visible.
 
-    .venv/bin/python benchmarks/preprocess.py [--sizes 5000 20000] [--json out.json]
+    .venv/bin/python benchmarks/preprocess.py [--sizes 5000 20000 50000] [--json out.json]
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import json
 import os
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,27 +49,36 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def run_one(n: int) -> dict:
+    ensure_ray(num_cpus=os.cpu_count())
+    work = Path(tempfile.mkdtemp(prefix="aigc-bench-"))
+    try:
+        make_folder(work / "images", n)
+        rss_before = peak_rss_mb()
+        t = time.time()
+        r = run_preprocess([ImageFolderSource(kind="image_folder", path=str(work / "images"))],
+                           PreprocessSpec(resolution=32, channels=1), Store(str(work / "root")))
+        seconds = time.time() - t
+        return {"images": n, "seconds": round(seconds, 2), "images_per_second": round(n / seconds, 1),
+                "accepted": r.counts["accepted"], "rejected": r.counts["rejected"],
+                "driver_peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_mb": round(rss_before, 1)}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000])
+    p.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000, 50000])
     p.add_argument("--json", default="benchmarks/results/preprocess.json")
+    p.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: one size, result as JSON on stdout
     args = p.parse_args()
-    ensure_ray(num_cpus=os.cpu_count())
+    if args.one:
+        print("RESULT " + json.dumps(run_one(args.one)))
+        return
     results = []
     for n in args.sizes:
-        work = Path(tempfile.mkdtemp(prefix="aigc-bench-"))
-        try:
-            make_folder(work / "images", n)
-            rss_before = peak_rss_mb()
-            t = time.time()
-            r = run_preprocess([ImageFolderSource(kind="image_folder", path=str(work / "images"))],
-                               PreprocessSpec(resolution=32, channels=1), Store(str(work / "root")))
-            seconds = time.time() - t
-            results.append({"images": n, "seconds": round(seconds, 2), "images_per_second": round(n / seconds, 1),
-                            "accepted": r.counts["accepted"], "rejected": r.counts["rejected"],
-                            "driver_peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_mb": round(rss_before, 1)})
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        out = subprocess.run([sys.executable, __file__, "--one", str(n)], capture_output=True, text=True, check=True)
+        results.append(json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:]))
     print(f"{'images':>8} {'seconds':>8} {'img/s':>8} {'accepted':>9} {'rejected':>9} {'driver peak MB':>15}")
     for r in results:
         print(f"{r['images']:>8} {r['seconds']:>8} {r['images_per_second']:>8} {r['accepted']:>9} {r['rejected']:>9} "

@@ -1,4 +1,5 @@
-"""Duplicate detection on the driver over small keys (ids and hashes), never over the data itself.
+"""Duplicate detection on the driver over compact keys (ids and hashes as fixed-size arrays, about 60
+bytes per unit), never over the data itself.
 
 Exact duplicates share a content hash. Near duplicates:
 - images: 64-bit difference hashes (dHash) within ``max_bits`` Hamming distance, found with banded lookup
@@ -14,7 +15,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import defaultdict
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -61,13 +62,15 @@ def near_image_duplicates(ids: Sequence[str], hashes: Sequence[int], max_bits: i
     return found
 
 
-def first_of_groups(ids: Iterable[str], keys: Iterable[str]) -> dict[str, str]:
-    """``{later_id: first_id}`` for ids sharing a key (ids in input order)."""
-    first: dict[str, str] = {}
-    found: dict[str, str] = {}
-    for rid, key in zip(ids, keys):
-        if key in first:
-            found[rid] = first[key]
-        else:
-            first[key] = rid
-    return found
+def first_of_groups(keys: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (in input order) that share every key column with an earlier row: ``(later, first)`` index
+    arrays, ``first[i]`` being the earliest row of ``later[i]``'s group. Vectorised (a stable sort), so
+    millions of keys take seconds."""
+    n = len(keys[0])
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    order = np.lexsort(tuple(reversed(keys)))  # stable: equal keys keep input order
+    same = np.zeros(n, bool)
+    same[1:] = np.logical_and.reduce([k[order][1:] == k[order][:-1] for k in keys])
+    start = np.maximum.accumulate(np.where(same, 0, np.arange(n)))
+    return order[same], order[start[same]]

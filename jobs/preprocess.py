@@ -2,12 +2,14 @@
 
 Each source is first staged as raw-unit Parquet files (``sources.stage_source``: paths and small fields;
 image bytes are read later, inside the cleaning tasks). Ray Data reads those files and cleans them in
-parallel; only small keys (ids, hashes, reasons) come back to the driver for deduplication and versioning.
+parallel. Only compact keys of the accepted units (id, content hash, near-duplicate hash, position: about
+60 bytes each) come back to the driver for deduplication and versioning; the counts are summed per batch
+in Ray tasks.
 
 Every input unit ends in exactly one place: the curated ``train``/``val`` rows or the ``rejects`` table
 with a stable reason code. The manifest records the counts and checks ``inputs == accepted + rejected``.
 
-The dataset version is a content hash of the accepted rows (ids, content hashes, splits) and the
+The dataset version is a content hash of the accepted rows (ids and content hashes) and the
 preprocessing settings, so the same inputs always give the same version and re-running is a no-op.
 
 Layout: ``ROOT/curated/<version>/{train,val,rejects}/*.parquet`` and ``_manifest.json``;
@@ -19,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -123,10 +124,8 @@ def _image_bytes(row: Any) -> bytes | None:
     return bytes(payload) if payload is not None else None
 
 
-def finalise_batch(table: pa.Table, duplicates: dict[str, str], spec: dict[str, Any]) -> pa.Table:
-    """Marks duplicates as rejects and assigns the split of every accepted row."""
-    opts = PreprocessSpec(**spec)
-    df = table.to_pandas()
+def mark_batch(df: pd.DataFrame, duplicates: dict[str, str], opts: PreprocessSpec) -> pd.DataFrame:
+    """Marks duplicates as rejects and assigns the split of every accepted row (``rejects`` for the rest)."""
     dup = df["id"].map(duplicates)
     is_dup = dup.notna() & (df["status"] == "ok")
     if is_dup.any():
@@ -135,10 +134,31 @@ def finalise_batch(table: pa.Table, duplicates: dict[str, str], spec: dict[str, 
         df.loc[is_dup, "detail"] = [str(d) for d in dup[is_dup]]
     ok = df["status"] == "ok"
     df["split"] = np.where(ok, [split_of(i, opts.val_fraction, opts.split_salt) for i in df["id"]], "rejects")
+    return df
+
+
+def finalise_batch(table: pa.Table, duplicates: dict[str, str], spec: dict[str, Any]) -> pa.Table:
+    """Marked rows plus the augmented copies of the train images."""
+    opts = PreprocessSpec(**spec)
+    df = mark_batch(table.to_pandas(), duplicates, opts)
     if opts.augment.copies:
         df = pd.concat([df, _augmented_rows(df[(df["split"] == "train") & (df["modality"] == "image")], opts)],
                        ignore_index=True)
     return pa.Table.from_pandas(df, schema=table.schema, preserve_index=False)
+
+
+TALLY_KEYS = ["source", "split", "reason", "label", "modality", "encoding", "term"]
+
+
+def tally_batch(df: pd.DataFrame, duplicates: dict[str, str], spec: dict[str, Any]) -> pd.DataFrame:
+    """Row counts of one batch per (source, split, reason, label, modality, encoding, blocked term): the
+    driver adds these up, so counting needs no per-unit state there."""
+    df = mark_batch(df, duplicates, PreprocessSpec(**spec))
+    blocked = df["reason"].eq("blocked_term").fillna(False).astype(bool)
+    df["term"] = None
+    df.loc[blocked, "term"] = [str(d).removeprefix("blocked_term=") for d in df.loc[blocked, "detail"]]
+    df = df[TALLY_KEYS].astype(object).where(df[TALLY_KEYS].notna(), "")
+    return df.groupby(TALLY_KEYS).size().reset_index(name="n")
 
 
 def _augmented_rows(train_images: pd.DataFrame, opts: PreprocessSpec) -> pd.DataFrame:
@@ -154,22 +174,68 @@ def _augmented_rows(train_images: pd.DataFrame, opts: PreprocessSpec) -> pd.Data
     return pd.DataFrame(rows, columns=train_images.columns)
 
 
-def find_duplicates(keys: pd.DataFrame, spec: PreprocessSpec) -> dict[str, str]:
+@dataclass
+class UnitKeys:
+    """Keys of the units that passed cleaning, packed into fixed-size arrays (about 60 bytes a unit, in
+    input order), so the driver can deduplicate and version millions of units."""
+
+    ids: np.ndarray  # S20 row ids
+    image: np.ndarray  # bool
+    content: np.ndarray  # [N, 2] uint64: the first 128 bits of the content hash
+    near: np.ndarray  # [N, 2] uint64: the dHash (images, low word) or 128 bits of the text-key hash
+    position: np.ndarray  # int64
+
+    @classmethod
+    def collect(cls, cleaned: ray.data.Dataset) -> "UnitKeys":
+        parts = []
+        columns = ["id", "status", "modality", "content_sha256", "near_key", "position"]
+        for b in cleaned.select_columns(columns).iter_batches(batch_format="pandas", batch_size=65536):
+            b = b[b["status"] == "ok"]
+            parts.append((np.array(b["id"].tolist(), dtype="S20"), (b["modality"] == "image").to_numpy(bool),
+                          _words(b["content_sha256"]), _words(b["near_key"]), b["position"].to_numpy(np.int64)))
+        if not parts:
+            return cls(np.zeros(0, "S20"), np.zeros(0, bool), np.zeros((0, 2), np.uint64), np.zeros((0, 2), np.uint64),
+                       np.zeros(0, np.int64))
+        ids, image, content, near, position = (np.concatenate(a) for a in zip(*parts))
+        order = np.lexsort((ids, position))  # input order; ids break ties
+        return cls(ids[order], image[order], content[order], near[order], position[order])
+
+
+def _words(hexes: pd.Series) -> np.ndarray:
+    """Hex digests -> [N, 2] uint64 (their first 128 bits; shorter ones are zero-padded on the left)."""
+    raw = bytes.fromhex("".join(h[:32].rjust(32, "0") for h in hexes))
+    return np.frombuffer(raw, dtype=">u8").reshape(-1, 2).astype(np.uint64)
+
+
+def find_duplicates(keys: UnitKeys, spec: PreprocessSpec) -> dict[str, str]:
     """``{id: "duplicate_of=<kept id>[;near...]"}``; the first unit in input order (sources as listed, then
     rows) is the one kept."""
     if not spec.dedup:
         return {}
-    ok = keys[keys["status"] == "ok"].sort_values("position", kind="stable")
-    found = {rid: f"duplicate_of={orig}" for rid, orig in
-             first_of_groups(ok["id"], ok["modality"] + ":" + ok["content_sha256"]).items()}
+    ids = keys.ids.astype(str)
+    later, first = first_of_groups([keys.image, keys.content[:, 0], keys.content[:, 1]])
+    found = {ids[a]: f"duplicate_of={ids[b]}" for a, b in zip(later, first)}
     if spec.near_dedup:
-        rest = ok[~ok["id"].isin(found)]
-        images, texts = rest[rest["modality"] == "image"], rest[rest["modality"] == "text"]
-        near = near_image_duplicates(list(images["id"]), [int(h, 16) for h in images["near_key"]], spec.near_dedup_bits)
+        rest = np.ones(len(ids), bool)
+        rest[later] = False
+        images = np.flatnonzero(rest & keys.image)
+        near = near_image_duplicates(ids[images].tolist(), keys.near[images, 1].tolist(), spec.near_dedup_bits)
         found.update({rid: f"duplicate_of={orig};near_bits={d}" for rid, (orig, d) in near.items()})
-        found.update({rid: f"duplicate_of={orig};near_text" for rid, orig in
-                      first_of_groups(texts["id"], texts["near_key"]).items()})
+        texts = np.flatnonzero(rest & ~keys.image)
+        later, first = first_of_groups([keys.near[texts, 0], keys.near[texts, 1]])
+        found.update({ids[texts[a]]: f"duplicate_of={ids[texts[b]]};near_text" for a, b in zip(later, first)})
     return found
+
+
+def dataset_version(keys: UnitKeys, duplicates: dict[str, str], spec: dict[str, Any]) -> str:
+    """Content hash of the accepted units (ids and content hashes, sorted by id) and the settings; the
+    split is a function of the id and the settings, so it is covered too."""
+    accepted = ~np.isin(keys.ids, np.array(list(duplicates), dtype="S20")) if duplicates else np.ones(len(keys.ids), bool)
+    order = np.argsort(keys.ids[accepted], kind="stable")
+    fingerprint = hashlib.sha256(json.dumps({"schema": schema.SCHEMA_VERSION, "spec": spec}, sort_keys=True).encode())
+    fingerprint.update(np.ascontiguousarray(keys.ids[accepted][order]).tobytes())
+    fingerprint.update(np.ascontiguousarray(keys.content[accepted][order]).tobytes())
+    return fingerprint.hexdigest()[:12]
 
 
 def _curated_part(df: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -210,29 +276,14 @@ def _run(sources: list[Source], spec: PreprocessSpec, store: Store, staging: str
                .map_batches(clean_batch, fn_kwargs={"spec": spec_dict}, batch_format="pandas", batch_size=256)
                .materialize())
 
-    keys = cleaned.select_columns(["id", "source", "modality", "label", "status", "reason", "detail",
-                                   "content_sha256", "near_key", "position", "encoding"]).to_pandas()
-    if keys["id"].duplicated().any():
-        dupes = keys.loc[keys["id"].duplicated(), "id"].head(3).tolist()
-        raise ValueError(f"two input units share an id (same source and input_ref): {dupes}")
-    keys = keys.sort_values("id", kind="stable").reset_index(drop=True)
+    keys = UnitKeys.collect(cleaned)
     duplicates = find_duplicates(keys, spec)  # id -> reject detail
-    keys["split"] = "rejects"
-    accepted = (keys["status"] == "ok") & ~keys["id"].isin(duplicates)
-    keys.loc[accepted, "split"] = [split_of(i, spec.val_fraction, spec.split_salt) for i in keys.loc[accepted, "id"]]
-    keys.loc[keys["id"].isin(duplicates), "reason"] = "duplicate"
-    keys.loc[keys["id"].isin(duplicates), "detail"] = keys["id"].map(duplicates)
-
-    fingerprint = hashlib.sha256()
-    fingerprint.update(json.dumps({"schema": schema.SCHEMA_VERSION, "spec": spec_dict}, sort_keys=True).encode())
-    for rid, digest, split in keys.loc[accepted, ["id", "content_sha256", "split"]].itertuples(index=False):
-        fingerprint.update(f"{rid}|{digest}|{split}\n".encode())
-    version = fingerprint.hexdigest()[:12]
-    counts = _counts(keys, n_inputs, sources)
-    counts["augmented"] = int(((keys["split"] == "train") & (keys["modality"] == "image")).sum()) * spec.augment.copies
-    encodings = keys.dropna(subset=["encoding"]).groupby(["source", "encoding"]).size()
-    for (source_id, encoding), n in encodings.items():
-        counts["by_source"][source_id].setdefault("by_encoding", {})[encoding] = int(n)
+    version = dataset_version(keys, duplicates, spec_dict)
+    del keys
+    tally = (cleaned.select_columns(["id", "source", "modality", "label", "status", "reason", "detail", "encoding"])
+             .map_batches(tally_batch, fn_kwargs={"duplicates": duplicates, "spec": spec_dict}, batch_format="pandas")
+             .to_pandas().groupby(TALLY_KEYS)["n"].sum())
+    counts = _counts(tally, n_inputs, sources, spec)
 
     target = f"curated/{version}"
     if store.exists(target, "_manifest.json"):
@@ -260,7 +311,7 @@ def _run(sources: list[Source], spec: PreprocessSpec, store: Store, staging: str
             "sources": [s.model_dump() for s in sources],
             "preprocess": spec_dict,
             "counts": counts,
-            "labels": sorted(keys.loc[accepted & keys["label"].notna(), "label"].unique().tolist(), key=label_key),
+            "labels": list(counts["by_label"]),
             "files": [p[len(store.path(staging)) + 1:] for p in store.files(staging, suffix=".parquet")],
         }
         store.write_json(manifest, staging, "_manifest.json")
@@ -272,27 +323,35 @@ def _run(sources: list[Source], spec: PreprocessSpec, store: Store, staging: str
     return PreprocessResult(version, store.display(target), counts, time.time() - start, reused=False)
 
 
-def _counts(keys: pd.DataFrame, n_inputs: int, sources: list[Source]) -> dict[str, Any]:
-    accepted = keys[keys["split"] != "rejects"]
-    rejected = keys[keys["split"] == "rejects"]
-    counts = {
+def _counts(tally: pd.Series, n_inputs: int, sources: list[Source], spec: PreprocessSpec) -> dict[str, Any]:
+    """The manifest's counts from the summed tally (a Series indexed by ``TALLY_KEYS``, "" for none)."""
+    t = tally.reset_index()
+    accepted, rejected = t[t["split"] != "rejects"], t[t["split"] == "rejects"]
+
+    def by(frame: pd.DataFrame, key: str) -> dict[str, int]:
+        sums = frame[frame[key] != ""].groupby(key)["n"].sum()
+        return {str(k): int(v) for k, v in sums.items()}
+
+    counts: dict[str, Any] = {
         "inputs": n_inputs,
-        "accepted": len(accepted),
-        "rejected": len(rejected),
-        "train": int((keys["split"] == "train").sum()),
-        "val": int((keys["split"] == "val").sum()),
-        "by_source": {
-            s.source_id: {"inputs": int((keys["source"] == s.source_id).sum()),
-                          "accepted": int((accepted["source"] == s.source_id).sum()),
-                          "rejected": int((rejected["source"] == s.source_id).sum())}
-            for s in sources
-        },
-        "by_reason": dict(sorted(Counter(rejected["reason"]).items())),
-        "blocked_terms": dict(sorted(Counter(d.removeprefix("blocked_term=") for d in
-                                             rejected.loc[rejected["reason"] == "blocked_term", "detail"]).items())),
-        "by_label": dict(sorted(Counter(accepted["label"].dropna()).items(), key=lambda kv: label_key(kv[0]))),
-        "by_modality": dict(sorted(Counter(accepted["modality"]).items())),
+        "accepted": int(accepted["n"].sum()),
+        "rejected": int(rejected["n"].sum()),
+        "train": int(t.loc[t["split"] == "train", "n"].sum()),
+        "val": int(t.loc[t["split"] == "val", "n"].sum()),
+        "by_source": {},
+        "by_reason": dict(sorted(by(rejected, "reason").items())),
+        "blocked_terms": dict(sorted(by(rejected, "term").items())),
+        "by_label": dict(sorted(by(accepted, "label").items(), key=lambda kv: label_key(kv[0]))),
+        "by_modality": dict(sorted(by(accepted, "modality").items())),
     }
+    for s in sources:
+        mine = t[t["source"] == s.source_id]
+        counts["by_source"][s.source_id] = {"inputs": int(mine["n"].sum()),
+                                            "accepted": int(mine.loc[mine["split"] != "rejects", "n"].sum()),
+                                            "rejected": int(mine.loc[mine["split"] == "rejects", "n"].sum())}
+        if by(mine, "encoding"):
+            counts["by_source"][s.source_id]["by_encoding"] = dict(sorted(by(mine, "encoding").items()))
+    counts["augmented"] = int(t.loc[(t["split"] == "train") & (t["modality"] == "image"), "n"].sum()) * spec.augment.copies
     counts["balanced"] = counts["inputs"] == counts["accepted"] + counts["rejected"]
     if not counts["balanced"]:
         raise AssertionError(f"accounting broke: {counts['inputs']} inputs != {counts['accepted']} + {counts['rejected']}")

@@ -6,8 +6,9 @@ Raw columns: ``source``, ``input_ref`` (where the unit came from, for people), `
 decoding used) and ``attributes`` (JSON of a table's other columns). One row per input unit: every unit is
 later accepted or rejected, never dropped, so the accounting in the manifest adds up.
 
-Images are read lazily: a unit carries its ``path`` and the cleaning task (on Ray) reads the bytes, so
-the driver only lists files. Every file met is a unit: one that is not an image becomes a reject.
+Images are read lazily: a unit carries its ``path`` and the cleaning task (on Ray) reads the bytes. Folder
+trees are walked and text files read in Ray tasks too (``stage_source``), so the driver lists only the
+top level. Every file met is a unit: one that is not an image becomes a reject.
 
 Built-ins use data that ships inside dependencies, never a download:
 - ``digits``: scikit-learn's 1,797 handwritten 8x8 digits (values 0..16), label = the digit.
@@ -23,15 +24,16 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import ray
 from PIL import Image
 
-from .specs import ImageFolderSource, Source, TableSource, TextFilesSource
+from .specs import BuiltinSource, ImageFolderSource, Source, TableSource, TextFilesSource
 from .storage import Store
 
 RAW_COLUMNS = ["source", "input_ref", "modality", "label", "payload", "text", "path", "reject", "encoding",
@@ -39,27 +41,19 @@ RAW_COLUMNS = ["source", "input_ref", "modality", "label", "payload", "text", "p
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
-def read_source(source: Source) -> Iterator[pd.DataFrame]:
-    """Raw units of ``source`` in chunks (tables stream batch by batch; the others come as one chunk)."""
-    if isinstance(source, ImageFolderSource):
-        chunks: Iterable[pd.DataFrame] = [_image_folder(source)]
-    elif isinstance(source, TextFilesSource):
-        chunks = [_text_files(source)]
-    elif isinstance(source, TableSource):
-        chunks = _table(source)
-    else:
-        chunks = [{"digits": _digits, "text-corpus": _text_corpus}[source.name]()]
-    left = source.limit
+def read_source(source: TableSource | BuiltinSource) -> Iterator[pd.DataFrame]:
+    """Raw units of a table (streamed batch by batch) or a built-in dataset, in chunks."""
+    chunks = _table(source) if isinstance(source, TableSource) else [{"digits": _digits, "text-corpus": _text_corpus}[source.name]()]
     for df in chunks:
-        if left is not None:
-            df, left = df.iloc[:left], left - min(left, len(df))
-        for col in RAW_COLUMNS:
-            if col not in df:
-                df[col] = None
-        df["source"] = source.source_id
-        yield df[RAW_COLUMNS].reset_index(drop=True)
-        if left == 0:
-            return
+        yield _raw_frame(df, source.source_id)
+
+
+def _raw_frame(df: pd.DataFrame, source_id: str) -> pd.DataFrame:
+    for col in RAW_COLUMNS:
+        if col not in df:
+            df[col] = None
+    df["source"] = source_id
+    return df[RAW_COLUMNS + (["position"] if "position" in df else [])].reset_index(drop=True)
 
 
 RAW_SCHEMA = pa.schema([("source", pa.string()), ("input_ref", pa.string()), ("modality", pa.string()),
@@ -67,24 +61,85 @@ RAW_SCHEMA = pa.schema([("source", pa.string()), ("input_ref", pa.string()), ("m
                         ("reject", pa.string()), ("encoding", pa.string()), ("attributes", pa.string()),
                         ("position", pa.int64())])
 STAGE_CHUNK = 5000  # raw units per staged file: Ray Data reads the files in parallel
+SOURCE_STRIDE = 10**15  # position = source index * SOURCE_STRIDE + place in the source
+GROUP_STRIDE = 10**9  # image folders: top-level folder g starts at g * GROUP_STRIDE
+FILE_STRIDE = 10**7  # text files: file i starts at i * FILE_STRIDE (then line number)
+FILES_PER_TASK = 64  # text files read by one Ray task
 
 
 def stage_source(source: Source, index: int, store: Store, staging: str) -> int:
     """Reads one source into raw-unit Parquet files under ``staging/raw/`` and returns how many units it
-    had. ``position`` keeps the input order across sources (source index, then row) for "first one wins"."""
-    total, part = 0, 0
-    for df in read_source(source):
-        df["position"] = index * 10**12 + total + np.arange(len(df), dtype=np.int64)
-        total += len(df)
-        for start in range(0, len(df), STAGE_CHUNK):
-            piece = df.iloc[start:start + STAGE_CHUNK]
-            table = pa.Table.from_pandas(piece.astype(object).where(piece.notna(), None), schema=RAW_SCHEMA,
-                                         preserve_index=False)
-            sink = pa.BufferOutputStream()
-            pq.write_table(table, sink)
-            store.write_bytes(sink.getvalue().to_pybytes(), staging, "raw", f"source-{index:04d}-{part:06d}.parquet")
-            part += 1
-    return total
+    had. ``position`` keeps the input order across sources (source index, then place) for "first one wins".
+
+    Folders and text files are listed here (names only) and read in Ray tasks: one task per top-level
+    folder of an image folder, one per ``FILES_PER_TASK`` text files; tables and built-ins stream from
+    here batch by batch. Memory on this process stays flat either way. With ``limit`` set, everything
+    runs here in input order and stops early (``limit`` is for trying a config on a sample).
+    """
+    if isinstance(source, ImageFolderSource):
+        groups, by_folder = _image_folder_groups(source)
+        work = [(_walk_group, (source, g, starts, by_folder)) for g, starts in enumerate(groups)]
+    elif isinstance(source, TextFilesSource):
+        paths = sorted(p for p in glob.glob(os.path.expanduser(source.path), recursive=True) if os.path.isfile(p))
+        if not paths:
+            raise FileNotFoundError(f"text_files source: no file matches {source.path}")
+        work = [(_read_text_group, (source, first, paths[first:first + FILES_PER_TASK]))
+                for first in range(0, len(paths), FILES_PER_TASK)]
+    else:
+        total, left = 0, source.limit
+        for part, df in enumerate(read_source(source)):
+            if left is not None:
+                df, left = df.iloc[:left], left - min(left, len(df))
+            total += _write_units(df.assign(position=index * SOURCE_STRIDE + total + np.arange(len(df))),
+                                  store, staging, f"source-{index:04d}-{part:06d}")
+            if left == 0:
+                break
+        return total
+    if source.limit is not None:
+        total = 0
+        for g, (fn, args) in enumerate(work):
+            df = fn(*args)
+            df = df.iloc[:source.limit - total]
+            total += _write_units(df.assign(position=df["position"] + index * SOURCE_STRIDE), store, staging,
+                                  f"source-{index:04d}-{g:06d}")
+            if total >= source.limit:
+                break
+        return total
+    stage = ray.remote(num_cpus=1, max_retries=2)(_stage_group)
+    refs = [stage.remote(fn, args, index, store, staging, f"source-{index:04d}-{g:06d}") for g, (fn, args) in enumerate(work)]
+    return sum(_gather(refs, f"reading {source.source_id}"))
+
+
+def _stage_group(fn: Callable[..., pd.DataFrame], args: tuple, index: int, store: Store, staging: str, name: str) -> int:
+    df = fn(*args)
+    return _write_units(df.assign(position=df["position"] + index * SOURCE_STRIDE), store, staging, name)
+
+
+def _gather(refs: list, what: str) -> list:
+    """Results of Ray tasks, with a progress bar when there are many."""
+    from tqdm.auto import tqdm
+
+    done: dict = {}
+    pending = list(refs)
+    with tqdm(total=len(refs), desc=what, unit="task", disable=len(refs) < 16) as bar:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=min(len(pending), 8), timeout=5.0)
+            for ref, value in zip(ready, ray.get(ready)):
+                done[ref] = value
+            bar.update(len(ready))
+    return [done[r] for r in refs]
+
+
+def _write_units(df: pd.DataFrame, store: Store, staging: str, name: str) -> int:
+    """Raw units to ``staging/raw/<name>-<part>.parquet``, ``STAGE_CHUNK`` rows per file."""
+    for part, start in enumerate(range(0, len(df), STAGE_CHUNK)):
+        piece = df.iloc[start:start + STAGE_CHUNK]
+        table = pa.Table.from_pandas(piece.astype(object).where(piece.notna(), None), schema=RAW_SCHEMA,
+                                     preserve_index=False)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        store.write_bytes(sink.getvalue().to_pybytes(), staging, "raw", f"{name}-{part:06d}.parquet")
+    return len(df)
 
 
 def _digits() -> pd.DataFrame:
@@ -117,48 +172,77 @@ def _text_corpus() -> pd.DataFrame:
     return pd.DataFrame({"input_ref": refs, "modality": "text", "label": None, "payload": None, "text": texts})
 
 
-def _image_folder(source: ImageFolderSource) -> pd.DataFrame:
-    """Every entry met is a unit. Hidden entries are ``hidden`` rejects (a hidden folder counts once);
-    symlinked folders are followed once (a second visit is a ``symlink_loop`` reject); links leading out
-    of the folder are ``symlink_outside`` rejects unless ``follow_symlinks_outside``."""
+def _image_folder_groups(source: ImageFolderSource) -> tuple[list[tuple[list[str], list[str]]], bool]:
+    """Splits the folder into walks: ``(root entry names, real paths walked by the other walks)`` each.
+    Walk 0 takes the loose entries of the root; every top-level folder is a walk of its own, so Ray tasks
+    list big trees in parallel. With ``follow_symlinks_outside`` one walk does the whole tree, so a folder
+    reached by two links is still walked once."""
     root = Path(source.path).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"image_folder source: {root} is not a directory")
     root_real = root.resolve()
-    visited, stack, rows = {root_real}, [root], []
+    names = sorted(e.name for e in os.scandir(root))
+    tops: dict[str, Path] = {}
+    for name in sorted(names, key=lambda n: (os.path.islink(root / n), n)):  # real folders before links to them
+        path = root / name
+        real = path.resolve()
+        if (name.startswith(".") or not path.is_dir() or real == root_real or not real.is_relative_to(root_real)
+                or any(real.is_relative_to(t) or t.is_relative_to(real) for t in tops.values())):
+            continue
+        tops[name] = real
+    by_folder = source.labels == "folders" or (source.labels == "auto" and bool(tops))
+    if source.follow_symlinks_outside:
+        return [(names, [])], by_folder
+    loose = [n for n in names if n not in tops]
+    walks = [(loose, [str(t) for t in tops.values()])]
+    walks += [([name], [str(t) for n, t in tops.items() if n != name]) for name in sorted(tops)]
+    return walks, by_folder
 
-    def unit(path: Path, reject: str | None = None, payload: bytes | None = None) -> None:
-        rows.append({"input_ref": str(path.relative_to(root)), "path": str(path), "payload": payload, "reject": reject})
 
+def _walk_group(source: ImageFolderSource, group: int, walk: tuple[list[str], list[str]], by_folder: bool) -> pd.DataFrame:
+    """Every entry met is a unit. Hidden entries are ``hidden`` rejects (a hidden folder counts once);
+    symlinked folders are followed once (a second visit, or a link into a folder another walk lists, is a
+    ``symlink_loop`` reject); links leading out of the folder are ``symlink_outside`` rejects unless
+    ``follow_symlinks_outside``. Runs in a Ray task."""
+    names, others = walk
+    root = Path(source.path).expanduser()
+    root_real = root.resolve()
+    elsewhere = [Path(o) for o in others]
+    visited, rows = {root_real}, []
+
+    def unit(path: Path, reject: str | None = None) -> None:
+        rows.append({"input_ref": str(path.relative_to(root)), "path": str(path), "reject": reject})
+
+    stack = [(root, sorted(names, reverse=True))]
     while stack:
-        folder = stack.pop()
-        for entry in sorted(os.scandir(folder), key=lambda e: e.name, reverse=True):
-            path = Path(entry.path)
-            if entry.name.startswith("."):
+        folder, entries = stack.pop()
+        for name in entries:
+            path = folder / name
+            if name.startswith("."):
                 unit(path, "hidden:hidden file or folder, skipped")
                 continue
             real = path.resolve()
-            if entry.is_symlink() and not real.is_relative_to(root_real) and not source.follow_symlinks_outside:
+            if path.is_symlink() and not real.is_relative_to(root_real) and not source.follow_symlinks_outside:
                 unit(path, f"symlink_outside:link leads outside the folder to {real}")
                 continue
-            if entry.is_dir(follow_symlinks=True):
-                if real in visited:
+            if path.is_dir():
+                if real in visited or any(real.is_relative_to(o) or o.is_relative_to(real) for o in elsewhere):
                     unit(path, f"symlink_loop:{real} was already visited")
                     continue
                 visited.add(real)
-                stack.append(path)
+                stack.append((path, sorted((e.name for e in os.scandir(path)), reverse=True)))
             elif not real.exists():
                 unit(path, "unreadable:broken symlink")
             else:
                 unit(path, None if path.suffix.lower() in IMAGE_SUFFIXES else
-                     f"unsupported_type:not an image file type: {entry.name}")
+                     f"unsupported_type:not an image file type: {name}")
     rows.sort(key=lambda r: r["input_ref"])
-    nested = any(len(Path(r["input_ref"]).parts) > 1 for r in rows if not r["reject"])
-    by_folder = source.labels == "folders" or (source.labels == "auto" and nested)
-    for r in rows:
-        parts = Path(r["input_ref"]).parts
-        r.update(modality="image", label=parts[0] if by_folder and len(parts) > 1 else None)
-    return pd.DataFrame(rows, columns=["input_ref", "modality", "label", "payload", "path", "reject"])
+    df = pd.DataFrame(rows, columns=["input_ref", "path", "reject"])
+    parts = [Path(r).parts for r in df["input_ref"]]
+    df["label"] = [p[0] if by_folder and len(p) > 1 else None for p in parts]
+    df["modality"] = "image"
+    df["position"] = group * GROUP_STRIDE + np.arange(len(df), dtype=np.int64)
+    return _raw_frame(df, source.source_id)
 
 
 def decode_text(data: bytes) -> tuple[str, str]:
@@ -176,29 +260,30 @@ def decode_text(data: bytes) -> tuple[str, str]:
         return data.decode("latin-1"), "latin-1"
 
 
-def _text_files(source: TextFilesSource) -> pd.DataFrame:
-    paths = sorted(p for p in glob.glob(os.path.expanduser(source.path), recursive=True) if os.path.isfile(p))
-    if not paths:
-        raise FileNotFoundError(f"text_files source: no file matches {source.path}")
+def _read_text_group(source: TextFilesSource, first: int, paths: list[str]) -> pd.DataFrame:
+    """Reads and decodes a group of text files (in a Ray task); file ``first + i`` holds positions
+    ``(first + i) * FILE_STRIDE + line``."""
     rows = []
-    for p in paths:
+    for i, p in enumerate(paths):
+        base = (first + i) * FILE_STRIDE
         try:
-            text, encoding = decode_text(Path(p).read_bytes())
+            data = Path(p).read_bytes()
         except OSError as exc:
-            rows.append({"input_ref": p, "text": None, "encoding": None, "reject": f"unreadable:{exc}"})
+            rows.append({"input_ref": p, "text": None, "encoding": None, "reject": f"unreadable:{exc}", "position": base})
             continue
+        text, encoding = decode_text(data)
         if source.per == "file":
             units = [(text, encoding)]
         elif encoding == "latin-1":  # not UTF-8 as a whole: decide line by line (files that mix encodings)
-            units = [decode_text(line) for line in Path(p).read_bytes().splitlines()]
+            units = [decode_text(line) for line in data.splitlines()]
         else:
             units = [(line, encoding) for line in text.splitlines()]
-        for i, (unit_text, unit_encoding) in enumerate(units or [("", encoding)]):
-            rows.append({"input_ref": p if source.per == "file" else f"{p}:{i + 1}", "text": unit_text,
-                         "encoding": unit_encoding, "reject": None})
-    df = pd.DataFrame(rows, columns=["input_ref", "text", "encoding", "reject"])
+        for k, (unit_text, unit_encoding) in enumerate(units or [("", encoding)]):
+            rows.append({"input_ref": p if source.per == "file" else f"{p}:{k + 1}", "text": unit_text,
+                         "encoding": unit_encoding, "reject": None, "position": base + min(k, FILE_STRIDE - 1)})
+    df = pd.DataFrame(rows, columns=["input_ref", "text", "encoding", "reject", "position"])
     df["modality"] = "text"
-    return df
+    return _raw_frame(df, source.source_id)
 
 
 def _table(source: TableSource) -> Iterator[pd.DataFrame]:

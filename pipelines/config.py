@@ -37,6 +37,10 @@ class PipelineConfig(Strict):
 
     @model_validator(mode="after")
     def _cross_references(self) -> "PipelineConfig":
+        ids = [s.source_id for s in self.sources]
+        for i, source_id in enumerate(ids):
+            if source_id in ids[:i]:
+                raise _KeyError(f"sources.{i}", f"the same source is listed twice ({source_id})")
         names = [m.name for m in self.models]
         for i, name in enumerate(names):
             if name in names[:i]:

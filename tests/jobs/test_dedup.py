@@ -41,6 +41,8 @@ def test_banded_lookup_finds_everything_brute_force_finds():
 
 
 def test_first_occurrence_wins_and_text_keys_ignore_case_and_punctuation():
-    assert first_of_groups(["x", "y", "z", "w"], ["k1", "k2", "k1", "k1"]) == {"z": "x", "w": "x"}
+    later, first = first_of_groups([np.array(["k1", "k2", "k1", "k1", "k2"]), np.array([1, 1, 1, 1, 2])])
+    assert dict(zip(later.tolist(), first.tolist())) == {2: 0, 3: 0}  # k2 rows differ in the second key
+    assert [len(a) for a in first_of_groups([np.array([], dtype="S4")])] == [0, 0]
     assert text_key("Fresh bread, every morning!") == text_key("fresh BREAD every... morning")
     assert text_key("Fresh bread") != text_key("Fresh breads")

@@ -277,6 +277,58 @@ def test_tables_stage_batch_by_batch_in_order(tmp_path, fmt):
     files = store.files("stage", "raw", suffix=".parquet")
     assert len(files) >= 3  # several staged files, Ray Data reads them in parallel
     staged = pq.ParquetDataset(files).read().to_pandas().sort_values("position")
-    assert staged["position"].tolist() == [2 * 10**12 + i for i in range(11_000)]
+    assert staged["position"].tolist() == [2 * 10**15 + i for i in range(11_000)]
     assert staged["text"].tolist() == [f"line number {i}" for i in range(11_000)]
     assert json.loads(staged["attributes"].iloc[10_999]) == {"n": 10_999}
+
+
+def test_folder_walks_run_per_top_folder_without_counting_anything_twice(tmp_path, ray_local):
+    """Each top-level folder is walked by a Ray task of its own; links between them must not double-count."""
+    import pyarrow.parquet as pq
+
+    from jobs.sources import GROUP_STRIDE, stage_source
+    from jobs.specs import ImageFolderSource
+
+    root = tmp_path / "shop"
+    rng = np.random.default_rng(3)
+    for label, n in (("bags", 3), ("hats", 2)):
+        (root / label / "sub").mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (9, 9), dtype=np.uint8)).save(root / label / "sub" / f"{i}.png")
+    (root / "loose.png").write_bytes(png(np.zeros((9, 9), np.uint8)))
+    (root / "alias").symlink_to(root / "hats")  # a second name for a whole top folder
+    (root / "bags" / "to-hats").symlink_to(root / "hats" / "sub")  # a link into another task's tree
+    (root / "hats" / "again").symlink_to(root / "hats")  # a loop inside one tree
+    store = Store(str(tmp_path / "out"))
+    assert stage_source(ImageFolderSource(kind="image_folder", path=str(root)), 1, store, "stage") == 9
+    staged = pq.ParquetDataset(store.files("stage", "raw", suffix=".parquet")).read().to_pandas().sort_values("position")
+    reasons = {ref: r.split(":")[0] if isinstance(r, str) else None for ref, r in zip(staged["input_ref"], staged["reject"])}
+    assert reasons == {"alias": "symlink_loop", "loose.png": None, "bags/sub/0.png": None, "bags/sub/1.png": None,
+                       "bags/sub/2.png": None, "bags/to-hats": "symlink_loop", "hats/again": "symlink_loop",
+                       "hats/sub/0.png": None, "hats/sub/1.png": None}
+    assert [x if isinstance(x, str) else None for x in staged["label"]] == [None, None, "bags", "bags", "bags", "bags", "hats", "hats", "hats"]
+    groups = (staged["position"] - 10**15) // GROUP_STRIDE  # root entries first, then one group per folder
+    assert groups.tolist() == [0, 0, 1, 1, 1, 1, 2, 2, 2]
+    assert staged["input_ref"].tolist()[:2] == ["alias", "loose.png"]
+
+
+def test_text_files_read_in_tasks_keep_input_order_for_duplicates(tmp_path, ray_local):
+    from jobs.sources import FILES_PER_TASK
+    from jobs.specs import TextFilesSource
+
+    n_files = FILES_PER_TASK + 6  # two Ray tasks
+    for i in range(n_files):
+        (tmp_path / f"copy-{i:03d}.txt").write_text(f"Unique line number {i} here\nThe same closing line\n")
+    source = TextFilesSource(kind="text_files", path=str(tmp_path / "copy-*.txt"))
+    result = run_preprocess([source], PreprocessSpec(min_text_chars=5, val_fraction=0.0), Store(str(tmp_path / "root")))
+    c = result.counts
+    assert c["inputs"] == 2 * n_files and c["accepted"] == n_files + 1 and c["by_reason"] == {"duplicate": n_files - 1}
+    rejects = pads.dataset(tmp_path / "root" / "curated" / result.dataset_version / "rejects").to_table().to_pandas()
+    train = pads.dataset(tmp_path / "root" / "curated" / result.dataset_version / "train").to_table().to_pandas()
+    kept = train.loc[train["text"] == "The same closing line", "input_ref"].tolist()
+    assert kept == [f"{tmp_path}/copy-000.txt:2"]  # the first file's line wins, across tasks
+    assert set(rejects["input_ref"]) == {f"{tmp_path}/copy-{i:03d}.txt:2" for i in range(1, n_files)}
+
+    limited = run_preprocess([source.model_copy(update={"limit": 5})], PreprocessSpec(min_text_chars=5),
+                             Store(str(tmp_path / "small")))
+    assert limited.counts["inputs"] == 5

@@ -36,6 +36,7 @@ def test_demo_and_tiny_configs_are_valid():
     (lambda d: d["generate"]["requests"][0].update(model="nope"), "generate.requests.0.model: no model named 'nope'"),
     (lambda d: d["generate"]["requests"][0].update(per_prompt=3), "generate.requests.0"),
     (lambda d: d["sources"][0].update(name="mnist"), "sources.0.name"),
+    (lambda d: d["sources"].append(dict(d["sources"][0])), "sources.2: the same source is listed twice"),
     (lambda d: d["preprocess"].update(resolution=30), "preprocess.resolution: Value error, must be a power of two"),
     (lambda d: d["schedule"].update(cron="every night"), "schedule.cron"),
     (lambda d: d["schedule"].update(timezone="Mars/Olympus"), "schedule.timezone"),
