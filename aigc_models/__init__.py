@@ -6,13 +6,17 @@
 """
 
 from .base import GenerativeModel, OptimizerSettings, row_generator
+from .char_rnn import CharRNN, CharRNNConfig
 from .checkpoint import CheckpointError, build, load, read_metadata, save, sha256_file
 from .dcgan import DCGAN, DCGANConfig
+from .ddpm import DDPM, DDPMConfig
 from .gpt import GPT, GPTConfig
+from .vae import VAE, VAEConfig
 
-FAMILIES: dict[str, type[GenerativeModel]] = {cls.family: cls for cls in (DCGAN, GPT)}
+FAMILIES: dict[str, type[GenerativeModel]] = {cls.family: cls for cls in (DCGAN, VAE, DDPM, GPT, CharRNN)}
 
 __all__ = [
-    "FAMILIES", "GenerativeModel", "OptimizerSettings", "CheckpointError", "DCGAN", "DCGANConfig", "GPT",
-    "GPTConfig", "build", "load", "read_metadata", "row_generator", "save", "sha256_file",
+    "FAMILIES", "GenerativeModel", "OptimizerSettings", "CheckpointError", "CharRNN", "CharRNNConfig", "DCGAN",
+    "DCGANConfig", "DDPM", "DDPMConfig", "GPT", "GPTConfig", "VAE", "VAEConfig", "build", "load",
+    "read_metadata", "row_generator", "save", "sha256_file",
 ]

@@ -83,3 +83,14 @@ def row_generator(seed: int) -> torch.Generator:
     """A CPU generator for one row. Noise is drawn on the CPU and then moved, so a seed gives the same
     noise on every device type and every batch layout."""
     return torch.Generator(device="cpu").manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, live: nn.Module, steps: int, decay: float) -> None:
+    """Moves ``ema``'s weights towards ``live``'s (buffers are copied). The decay ramps up as
+    ``(1 + n) / (10 + n)`` until it reaches ``decay``: a short memory early, when the weights move fast."""
+    d = min(decay, (1 + steps) / (10 + steps))
+    for e, w in zip(ema.parameters(), live.parameters()):
+        e.lerp_(w, 1 - d)
+    for e, w in zip(ema.buffers(), live.buffers()):
+        e.copy_(w)

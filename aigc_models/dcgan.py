@@ -25,14 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .base import GenerativeModel, OptimizerSettings, row_generator
+from .base import OptimizerSettings, ema_update
+from .image import ImageConfig, ImageModel
 
 
 @dataclasses.dataclass
-class DCGANConfig:
-    resolution: int = 32  # 2**k, at least 8
-    channels: int = 1  # 1 (L) or 3 (RGB)
-    classes: list[str] = dataclasses.field(default_factory=list)  # empty: unconditional
+class DCGANConfig(ImageConfig):
     z_dim: int = 64
     g_width: int = 64  # channels of the last generator stage; doubles towards the 4x4 map
     d_width: int = 64
@@ -43,10 +41,7 @@ class DCGANConfig:
     lr_d: float = 2e-4
 
     def __post_init__(self) -> None:
-        if self.resolution < 8 or self.resolution & (self.resolution - 1):
-            raise ValueError(f"resolution must be a power of two >= 8, got {self.resolution}")
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        super().__post_init__()
         if self.loss not in ("hinge", "nonsaturating"):
             raise ValueError(f"loss must be 'hinge' or 'nonsaturating', got {self.loss!r}")
         if not 0 <= self.ema_decay < 1:
@@ -103,9 +98,8 @@ class Discriminator(nn.Module):
         return logit
 
 
-class DCGAN(GenerativeModel):
+class DCGAN(ImageModel):
     family = "dcgan"
-    modality = "image"
     config_class = DCGANConfig
     phases = ("discriminator", "generator")
 
@@ -122,12 +116,7 @@ class DCGAN(GenerativeModel):
         if phase != "generator":
             return
         self.ema_steps += 1
-        n = float(self.ema_steps)
-        decay = min(self.config.ema_decay, (1 + n) / (10 + n))  # short memory early, when weights move fast
-        for ema, live in zip(self.generator_ema.parameters(), self.generator.parameters()):
-            ema.lerp_(live, 1 - decay)
-        for ema, live in zip(self.generator_ema.buffers(), self.generator.buffers()):
-            ema.copy_(live)
+        ema_update(self.generator_ema, self.generator, int(self.ema_steps), self.config.ema_decay)
 
     @property
     def sampling_generator(self) -> Generator:
@@ -139,26 +128,6 @@ class DCGAN(GenerativeModel):
     def optimizer_settings(self, phase: str) -> OptimizerSettings:
         lr = self.config.lr_d if phase == "discriminator" else self.config.lr_g
         return OptimizerSettings(lr=lr, betas=(0.0, 0.9) if self.config.loss == "hinge" else (0.5, 0.999))
-
-    def label_indices(self, labels: Sequence[Any]) -> torch.Tensor | None:
-        if not self.config.classes:
-            return None
-        index = {c: i for i, c in enumerate(self.config.classes)}
-        unknown = sorted({str(l) for l in labels if str(l) not in index})
-        if unknown:
-            raise ValueError(f"labels {unknown[:5]} are not among the model's classes {self.config.classes}")
-        return torch.tensor([index[str(l)] for l in labels], dtype=torch.long)
-
-    def make_batch(self, columns: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        pixels = torch.tensor(np.asarray(columns["pixels"]))  # [B, H, W, C] uint8 (a copy: Ray hands out read-only arrays)
-        expected = (self.config.resolution, self.config.resolution, self.config.channels)
-        if tuple(pixels.shape[1:]) != expected:
-            raise ValueError(f"image batch has shape {tuple(pixels.shape[1:])}, model expects {expected} (H, W, C)")
-        batch = {"images": pixels.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)}
-        labels = self.label_indices(list(columns["label"])) if self.config.classes else None
-        if labels is not None:
-            batch["labels"] = labels
-        return batch
 
     def forward(self, phase: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         real, y = batch["images"], batch.get("labels")
@@ -179,21 +148,11 @@ class DCGAN(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, conditions: Sequence[str | None], seeds: Sequence[int], **sampler: Any) -> list[np.ndarray]:
-        if len(conditions) != len(seeds):
-            raise ValueError("conditions and seeds must have the same length")
+        y = self.conditions_tensor(conditions, seeds)
         if not seeds:
             return []
-        z = torch.stack([torch.randn(self.config.z_dim, generator=row_generator(s)) for s in seeds])
-        y = self.label_indices(list(conditions)) if self.config.classes else None
-        device = self.device
-        was_training = self.training
-        self.eval()
-        try:
-            images = self.sampling_generator(z.to(device), None if y is None else y.to(device))  # [B, C, R, R]
-        finally:
-            self.train(was_training)
-        images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return list(images.permute(0, 2, 3, 1).cpu().numpy())  # B x [R, R, C]
+        z = self.row_noise(seeds, self.config.z_dim).to(self.device)
+        return self.in_eval(lambda: self.sampling_generator(z, y))
 
 
 def _dcgan_init(m: nn.Module) -> None:

@@ -1,37 +1,21 @@
 """A small decoder-only transformer language model (GPT-2 style, after karpathy/nanoGPT) with a KV cache.
 
-Tokens are bytes (UTF-8), plus BOS, EOS and PAD: no vocabulary file, every string encodes, and the model
-can be trained on any corpus without a download. Training packs documents as ``BOS doc EOS BOS doc EOS ...``
-into windows of ``block_size + 1`` tokens; PAD fills the last window and is ignored by the loss.
-
-Sampling draws each row with its own CPU generator (temperature, top-k, top-p, max new tokens, stop
-sequences), so a row's text depends only on its seed, prompt, sampler settings and the weights.
+Byte-level tokens, training windows and seeded sampling come from ``text.TextModel``; this file is the
+transformer: learned positions, pre-LayerNorm blocks, causal scaled-dot-product attention, and a KV cache
+so sampling feeds one new token per step. A sequence holds at most ``block_size`` tokens.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import GenerativeModel, OptimizerSettings, row_generator
-
-BOS, EOS, PAD = 256, 257, 258
-VOCAB_SIZE = 259
-
-
-def encode(text: str) -> list[int]:
-    return list(text.encode("utf-8"))
-
-
-def decode(tokens: Sequence[int]) -> str:
-    """Invalid UTF-8 (a multi-byte character cut in half) decodes to U+FFFD rather than failing."""
-    return bytes(t for t in tokens if t < 256).decode("utf-8", errors="replace")
+from .base import OptimizerSettings
+from .text import BOS, EOS, PAD, VOCAB_SIZE, TextModel, decode, encode  # noqa: F401  (re-exported)
 
 
 @dataclasses.dataclass
@@ -89,10 +73,17 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x)), kv
 
 
-class GPT(GenerativeModel):
+class GPT(TextModel):
     family = "gpt"
-    modality = "text"
     config_class = GPTConfig
+
+    @property
+    def context(self) -> int:
+        return self.config.block_size
+
+    @property
+    def max_context(self) -> int:  # type: ignore[override]
+        return self.config.block_size
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__(config)
@@ -128,67 +119,3 @@ class GPT(GenerativeModel):
             x, kv = block(x, cache[i] if cache else None)
             new_cache.append(kv)
         return self.lm_head(self.ln_f(x)), new_cache
-
-    def make_batch(self, columns: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        stream: list[int] = []
-        for doc in columns["text"]:
-            stream += [BOS, *encode(str(doc)), EOS]
-        window = self.config.block_size + 1
-        n = max(1, math.ceil(len(stream) / window))
-        stream += [PAD] * (n * window - len(stream))
-        return {"tokens": torch.tensor(stream, dtype=torch.long).view(n, window)}  # [N, block_size + 1]
-
-    def forward(self, phase: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        tokens = batch["tokens"]
-        logits, _ = self.logits(tokens[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, VOCAB_SIZE).float(), tokens[:, 1:].reshape(-1), ignore_index=PAD)
-        return loss, {"loss": loss.detach()}
-
-    def sampler_defaults(self) -> dict[str, Any]:
-        return {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "max_new_tokens": 64, "stop": []}
-
-    @torch.no_grad()
-    def sample(self, conditions: Sequence[str | None], seeds: Sequence[int], **sampler: Any) -> list[str]:
-        """Returns ``prompt + continuation`` per row; generation ends at EOS, a stop sequence, or the budget."""
-        if len(conditions) != len(seeds):
-            raise ValueError("conditions and seeds must have the same length")
-        settings = {**self.sampler_defaults(), **sampler}
-        was_training = self.training
-        self.eval()
-        try:
-            return [self._sample_one(p or "", s, settings) for p, s in zip(conditions, seeds)]
-        finally:
-            self.train(was_training)
-
-    def _sample_one(self, prompt: str, seed: int, s: dict[str, Any]) -> str:
-        gen, device = row_generator(seed), self.device
-        prompt_tokens = [BOS, *encode(prompt)][-(self.config.block_size - 1):]
-        budget = min(int(s["max_new_tokens"]), self.config.block_size - len(prompt_tokens))
-        logits, cache = self.logits(torch.tensor([prompt_tokens], device=device))
-        out: list[int] = []
-        stops = [str(x) for x in s.get("stop") or []]
-        for _ in range(budget):
-            nxt = _draw(logits[0, -1].float().cpu(), gen, float(s["temperature"]), int(s["top_k"]), float(s["top_p"]))
-            if nxt in (EOS, BOS, PAD):
-                break
-            out.append(nxt)
-            if stops and any(decode(out).endswith(x) for x in stops):
-                break
-            logits, cache = self.logits(torch.tensor([[nxt]], device=device), cache)
-        return prompt + decode(out)
-
-
-def _draw(logits: torch.Tensor, gen: torch.Generator, temperature: float, top_k: int, top_p: float) -> int:
-    """One token from ``logits [V]``; temperature 0 is greedy."""
-    if temperature <= 0:
-        return int(logits.argmax())
-    logits = logits / temperature
-    if 0 < top_k < logits.numel():
-        kth = torch.topk(logits, top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    if 0 < top_p < 1:
-        sorted_p, order = probs.sort(descending=True)
-        keep = sorted_p.cumsum(0) - sorted_p < top_p  # always keeps the most likely token
-        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
-    return int(torch.multinomial(probs, 1, generator=gen))

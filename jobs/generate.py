@@ -66,7 +66,12 @@ def expand_requests(requests: list[RequestSpec], models: dict[str, registry.Mode
             raise ValueError(f"generate.requests.{pos}.model: no model named {req.model!r}")
         ref = models[req.model]
         card = ref.card
-        sampler = {**card.get("sampler_defaults", {}), **req.sampler_overrides()}
+        defaults = card.get("sampler_defaults", {})
+        unused = sorted(set(req.sampler_overrides()) - set(defaults))
+        if unused:
+            raise ValueError(f"generate.requests.{pos}.{unused[0]}: {req.model} ({card['family']}) has no sampler "
+                             f"setting {unused[0]!r} (it takes: {', '.join(sorted(defaults)) or 'none'})")
+        sampler = {**defaults, **req.sampler_overrides()}
         if req.per_label is not None:
             if card["modality"] != "image":
                 raise ValueError(f"generate.requests.{pos}: per_label needs an image model; {req.model} is {card['modality']}")

@@ -212,6 +212,9 @@ class RequestSpec(Strict):
     top_p: Optional[float] = Field(None, gt=0, le=1)
     max_new_tokens: Optional[int] = Field(None, ge=1)
     stop: Optional[list[str]] = None
+    steps: Optional[int] = Field(None, ge=1)  # ddpm: DDIM steps
+    eta: Optional[float] = Field(None, ge=0, le=1)  # ddpm: 0 deterministic DDIM, 1 DDPM-like noise
+    guidance: Optional[float] = Field(None, ge=0)  # ddpm: classifier-free guidance scale
 
     @model_validator(mode="after")
     def _one_kind(self) -> "RequestSpec":
@@ -222,7 +225,7 @@ class RequestSpec(Strict):
         return self
 
     def sampler_overrides(self) -> dict[str, Any]:
-        keys = ("temperature", "top_k", "top_p", "max_new_tokens", "stop")
+        keys = ("temperature", "top_k", "top_p", "max_new_tokens", "stop", "steps", "eta", "guidance")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 

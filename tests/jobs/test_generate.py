@@ -18,7 +18,7 @@ from jobs.specs import RequestSpec
 
 def card(modality, classes=()):
     return registry.ModelRef("m", "v1", "models/m/v1", {
-        "modality": modality, "config": {"classes": list(classes)}, "sampler_defaults": {"temperature": 0.8}})
+        "modality": modality, "family": "f", "config": {"classes": list(classes)}, "sampler_defaults": {"temperature": 0.8}})
 
 
 def test_row_keys_are_deterministic_and_distinct():
@@ -51,6 +51,8 @@ def test_expand_requests_refuses_what_it_cannot_do():
         expand_requests([RequestSpec(model="lm", per_label=1)], models, "2026-11-20")
     with pytest.raises(ValueError, match="no model named 'x'"):
         expand_requests([RequestSpec(model="x", per_label=1)], models, "2026-11-20")
+    with pytest.raises(ValueError, match=r"requests.0.steps: gan \(f\) has no sampler setting 'steps'"):
+        expand_requests([RequestSpec(model="gan", per_label=1, steps=20)], models, "2026-11-20")
     with pytest.raises(ValueError, match="share a request id"):
         expand_requests([RequestSpec(id="a", model="gan", per_label=1)] * 2, models, "2026-11-20")
 

@@ -1,0 +1,80 @@
+"""What every image family shares: the config fields the data decides, label handling, batches in and
+uint8 images out, per-row noise.
+
+Images are ``[-1, 1]`` floats ``[B, C, H, W]`` inside a model and ``uint8 [H, W, C]`` arrays outside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .base import GenerativeModel, row_generator
+
+
+@dataclasses.dataclass
+class ImageConfig:
+    resolution: int = 32  # 2**k, at least 8
+    channels: int = 1  # 1 (L) or 3 (RGB)
+    classes: list[str] = dataclasses.field(default_factory=list)  # empty: unconditional
+
+    def __post_init__(self) -> None:
+        if self.resolution < 8 or self.resolution & (self.resolution - 1):
+            raise ValueError(f"resolution must be a power of two >= 8, got {self.resolution}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+
+
+class ImageModel(GenerativeModel):
+    modality = "image"
+    config: Any  # an ImageConfig subclass
+
+    def label_indices(self, labels: Sequence[Any]) -> torch.Tensor | None:
+        """Label names -> class indices (None for an unconditional model)."""
+        if not self.config.classes:
+            return None
+        index = {c: i for i, c in enumerate(self.config.classes)}
+        unknown = sorted({str(l) for l in labels if str(l) not in index})
+        if unknown:
+            raise ValueError(f"labels {unknown[:5]} are not among the model's classes {self.config.classes}")
+        return torch.tensor([index[str(l)] for l in labels], dtype=torch.long)
+
+    def make_batch(self, columns: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        pixels = torch.tensor(np.asarray(columns["pixels"]))  # [B, H, W, C] uint8 (a copy: Ray hands out read-only arrays)
+        expected = (self.config.resolution, self.config.resolution, self.config.channels)
+        if tuple(pixels.shape[1:]) != expected:
+            raise ValueError(f"image batch has shape {tuple(pixels.shape[1:])}, model expects {expected} (H, W, C)")
+        batch = {"images": pixels.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)}
+        labels = self.label_indices(list(columns["label"])) if self.config.classes else None
+        if labels is not None:
+            batch["labels"] = labels
+        return batch
+
+    def row_noise(self, seeds: Sequence[int], *shape: int) -> torch.Tensor:
+        """``[B, *shape]`` standard normal noise, row ``i`` drawn from ``seeds[i]`` alone (on the CPU)."""
+        return torch.stack([torch.randn(*shape, generator=row_generator(s)) for s in seeds])
+
+    def conditions_tensor(self, conditions: Sequence[str | None], seeds: Sequence[int]) -> torch.Tensor | None:
+        if len(conditions) != len(seeds):
+            raise ValueError("conditions and seeds must have the same length")
+        y = self.label_indices(list(conditions)) if self.config.classes else None
+        return None if y is None else y.to(self.device)
+
+    @staticmethod
+    def to_uint8(images: torch.Tensor) -> list[np.ndarray]:
+        """``[B, C, H, W]`` floats in ``[-1, 1]`` -> B arrays ``uint8 [H, W, C]``."""
+        images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return list(images.permute(0, 2, 3, 1).cpu().numpy())
+
+    def in_eval(self, fn: Callable[[], torch.Tensor]) -> list[np.ndarray]:
+        """Runs ``fn`` (which returns ``[-1, 1]`` images) in eval mode, restoring the mode after, and
+        returns uint8 images."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.to_uint8(fn())
+        finally:
+            self.train(was_training)

@@ -1,0 +1,115 @@
+"""What every text family shares: the byte-level tokenizer, training batches, and seeded sampling.
+
+Tokens are bytes (UTF-8), plus BOS, EOS and PAD: no vocabulary file, every string encodes, and a model can
+be trained on any corpus without a download. Training packs documents as ``BOS doc EOS BOS doc EOS ...``
+into windows of ``context + 1`` tokens; PAD fills the last window and is ignored by the loss.
+
+Sampling draws each row with its own CPU generator (temperature, top-k, top-p, max new tokens, stop
+sequences), one row at a time, so a row's text depends only on its seed, prompt, sampler settings and the
+weights, never on the batch it came in. A family provides ``logits(tokens, state)``: the next-token logits
+for ``tokens [B, T]`` continuing from ``state`` (a KV cache, an RNN state) and the new state.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import GenerativeModel, row_generator
+
+BOS, EOS, PAD = 256, 257, 258
+VOCAB_SIZE = 259
+
+
+def encode(text: str) -> list[int]:
+    return list(text.encode("utf-8"))
+
+
+def decode(tokens: Sequence[int]) -> str:
+    """Invalid UTF-8 (a multi-byte character cut in half) decodes to U+FFFD rather than failing."""
+    return bytes(t for t in tokens if t < 256).decode("utf-8", errors="replace")
+
+
+class TextModel(GenerativeModel):
+    modality = "text"
+
+    @property
+    def context(self) -> int:
+        """Tokens per training window; for attention models also the most tokens a sequence may hold."""
+        raise NotImplementedError
+
+    max_context: int | None = None  # a hard limit on prompt + continuation (None: no limit)
+
+    def logits(self, tokens: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    def make_batch(self, columns: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        stream: list[int] = []
+        for doc in columns["text"]:
+            stream += [BOS, *encode(str(doc)), EOS]
+        window = self.context + 1
+        n = max(1, math.ceil(len(stream) / window))
+        stream += [PAD] * (n * window - len(stream))
+        return {"tokens": torch.tensor(stream, dtype=torch.long).view(n, window)}  # [N, context + 1]
+
+    def forward(self, phase: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        tokens = batch["tokens"]
+        logits, _ = self.logits(tokens[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, VOCAB_SIZE).float(), tokens[:, 1:].reshape(-1), ignore_index=PAD)
+        return loss, {"loss": loss.detach()}
+
+    def sampler_defaults(self) -> dict[str, Any]:
+        return {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "max_new_tokens": 64, "stop": []}
+
+    @torch.no_grad()
+    def sample(self, conditions: Sequence[str | None], seeds: Sequence[int], **sampler: Any) -> list[str]:
+        """Returns ``prompt + continuation`` per row; generation ends at EOS, a stop sequence, or the budget."""
+        if len(conditions) != len(seeds):
+            raise ValueError("conditions and seeds must have the same length")
+        settings = {**self.sampler_defaults(), **sampler}
+        was_training = self.training
+        self.eval()
+        try:
+            return [self._sample_one(p or "", s, settings) for p, s in zip(conditions, seeds)]
+        finally:
+            self.train(was_training)
+
+    def _sample_one(self, prompt: str, seed: int, s: dict[str, Any]) -> str:
+        gen, device = row_generator(seed), self.device
+        prompt_tokens = [BOS, *encode(prompt)]
+        budget = int(s["max_new_tokens"])
+        if self.max_context:
+            prompt_tokens = prompt_tokens[-(self.max_context - 1):]
+            budget = min(budget, self.max_context - len(prompt_tokens))
+        logits, state = self.logits(torch.tensor([prompt_tokens], device=device))
+        out: list[int] = []
+        stops = [str(x) for x in s.get("stop") or []]
+        for _ in range(budget):
+            nxt = draw(logits[0, -1].float().cpu(), gen, float(s["temperature"]), int(s["top_k"]), float(s["top_p"]))
+            if nxt in (EOS, BOS, PAD):
+                break
+            out.append(nxt)
+            if stops and any(decode(out).endswith(x) for x in stops):
+                break
+            logits, state = self.logits(torch.tensor([[nxt]], device=device), state)
+        return prompt + decode(out)
+
+
+def draw(logits: torch.Tensor, gen: torch.Generator, temperature: float, top_k: int, top_p: float) -> int:
+    """One token from ``logits [V]``; temperature 0 is greedy."""
+    if temperature <= 0:
+        return int(logits.argmax())
+    logits = logits / temperature
+    if 0 < top_k < logits.numel():
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if 0 < top_p < 1:
+        sorted_p, order = probs.sort(descending=True)
+        keep = sorted_p.cumsum(0) - sorted_p < top_p  # always keeps the most likely token
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+    return int(torch.multinomial(probs, 1, generator=gen))
