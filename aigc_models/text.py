@@ -5,7 +5,7 @@ be trained on any corpus without a download. Training packs documents as ``BOS d
 into windows of ``context + 1`` tokens; PAD fills the last window and is ignored by the loss.
 
 Sampling draws each row with its own CPU generator (temperature, top-k, top-p, max new tokens, stop
-sequences), one row at a time, so a row's text depends only on its seed, prompt, sampler settings and the
+sequences; ``cache: false`` recomputes the whole sequence at every step), one row at a time, so a row's text depends only on its seed, prompt, sampler settings and the
 weights, never on the batch it came in. A family provides ``logits(tokens, state)``: the next-token logits
 for ``tokens [B, T]`` continuing from ``state`` (a KV cache, an RNN state) and the new state.
 """
@@ -85,6 +85,7 @@ class TextModel(GenerativeModel):
         if self.max_context:
             prompt_tokens = prompt_tokens[-(self.max_context - 1):]
             budget = min(budget, self.max_context - len(prompt_tokens))
+        cache = bool(s.get("cache", True))
         logits, state = self.logits(torch.tensor([prompt_tokens], device=device))
         out: list[int] = []
         stops = [str(x) for x in s.get("stop") or []]
@@ -95,7 +96,10 @@ class TextModel(GenerativeModel):
             out.append(nxt)
             if stops and any(decode(out).endswith(x) for x in stops):
                 break
-            logits, state = self.logits(torch.tensor([[nxt]], device=device), state)
+            if cache:  # feed the new token only, continuing from the cached state
+                logits, state = self.logits(torch.tensor([[nxt]], device=device), state)
+            else:  # recompute the whole sequence (for checking the cache, and measuring what it saves)
+                logits, _ = self.logits(torch.tensor([prompt_tokens + out], device=device))
         return prompt + decode(out)
 
 

@@ -1,6 +1,8 @@
 """Training on Ray Train (2 DDP workers on a real local Ray) and the registry it publishes to."""
 
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -50,3 +52,35 @@ def test_asking_for_gpus_the_cluster_lacks_fails_before_workers_start(tiny_night
     spec = cfg.model("tiny-gan")
     with pytest.raises(ValueError, match="train.use_gpu is true with 2 workers, but the Ray cluster has 0 GPUs"):
         run_training(spec, cfg.train.model_copy(update={"use_gpu": True}), store)
+
+
+def test_every_family_trains_on_ray_and_generates(tmp_path, ray_local):
+    """VAE, DDPM and char-RNN go through the same Ray Train loop and Ray Data generation as the GAN and GPT."""
+    import pyarrow.dataset as pads
+
+    from jobs.generate import run_generation
+    from jobs.preprocess import run_preprocess
+    from jobs.specs import BuiltinSource, GenerateSpec, PreprocessSpec, RequestSpec, TrainSpec
+    from jobs.storage import Store
+
+    store = Store(str(tmp_path))
+    run_preprocess([BuiltinSource(kind="builtin", name="digits", limit=120),
+                    BuiltinSource(kind="builtin", name="text-corpus", limit=120)],
+                   PreprocessSpec(resolution=16, channels=1), store)
+    train = TrainSpec(num_workers=2, epochs=1, batch_size=16, sample_grid=2)
+    specs = [ModelSpec(name="v", family="vae", max_steps=2, z_dim=8, width=8),
+             ModelSpec(name="d", family="ddpm", max_steps=2, width=8, channel_mult=[1, 2], timesteps=20),
+             ModelSpec(name="c", family="char_rnn", max_steps=2, hidden=16, embed_dim=8, seq_len=16)]
+    for spec in specs:
+        result = run_training(spec, train, store)
+        card = registry.resolve(store, spec.name).card
+        assert card["family"] == spec.family and card["steps"] == 2 and result.steps == 2
+        assert ("samples.png" if card["modality"] == "image" else "samples.txt") in store.listdir(result.model.path)
+    requests = [RequestSpec(model="v", labels=["3"], per_label=2), RequestSpec(model="d", per_label=1, steps=3),
+                RequestSpec(model="c", prompts=["The "], per_prompt=2, max_new_tokens=8)]
+    gen = run_generation(GenerateSpec(requests=requests, concurrency=1), store, "2026-11-21", "families")
+    rows = pads.dataset(store.path("generated", "run_date=2026-11-21"), format="parquet").to_table().to_pandas()
+    assert gen.rows == len(rows) == 2 + 10 + 2
+    assert rows.groupby("model_name")["modality"].first().to_dict() == {"c": "text", "d": "image", "v": "image"}
+    assert all(t.startswith("The ") for t in rows.loc[rows.model_name == "c", "text"])
+    assert {json.loads(s)["steps"] for s in rows.loc[rows.model_name == "d", "sampler"]} == {3}

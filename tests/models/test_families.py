@@ -135,3 +135,14 @@ def test_char_rnn_state_matches_a_full_forward():
 def test_config_errors_name_the_field(family, bad, match):
     with pytest.raises(ValueError, match=match):
         aigc_models.build(family, {**TINY[family], **bad})
+
+
+@pytest.mark.parametrize("family", ["gpt", "char_rnn"])
+def test_cached_sampling_equals_recomputing_token_for_token(family):
+    model = train(build(family), fixed_batch(build(family)), 20)  # a peaked distribution: any drift would show
+    prompts, seeds = ["Fresh ", "Our o", ""], [5, 6, 7]
+    for greedy in (True, False):
+        settings = {"max_new_tokens": 20, **({"temperature": 0} if greedy else {"temperature": 1.0, "top_k": 0})}
+        cached = model.sample(prompts, seeds, **settings)
+        assert cached == model.sample(prompts, seeds, cache=False, **settings)
+        assert all(len(c) > len(p) for c, p in zip(cached, prompts))
