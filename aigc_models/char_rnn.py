@@ -53,3 +53,14 @@ class CharRNN(TextModel):
         """``tokens [B, T]`` -> logits ``[B, T, V]`` and the LSTM state ``(h, c)`` after them."""
         out, state = self.lstm(self.embed(tokens), state)
         return self.head(out), state
+
+    def prefill(self, rows: list[list[int]]) -> tuple[torch.Tensor, Any]:
+        """Each prompt alone (an LSTM cannot skip left padding), then the states side by side."""
+        outs = [self.logits(torch.tensor([r], device=self.device)) for r in rows]
+        h = torch.cat([st[0] for _, st in outs], dim=1)  # [layers, B, hidden]
+        c = torch.cat([st[1] for _, st in outs], dim=1)
+        return torch.cat([lg[:, -1] for lg, _ in outs]), (h, c)
+
+    def decode_step(self, tokens: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        logits, state = self.logits(tokens[:, None], state)
+        return logits[:, -1], state

@@ -215,6 +215,7 @@ class RequestSpec(Strict):
     steps: Optional[int] = Field(None, ge=1)  # ddpm: DDIM steps
     eta: Optional[float] = Field(None, ge=0, le=1)  # ddpm: 0 deterministic DDIM, 1 DDPM-like noise
     guidance: Optional[float] = Field(None, ge=0)  # ddpm: classifier-free guidance scale
+    batched: Optional[bool] = None  # text models: decode a batch together (faster on GPU; see TextModel.sample)
 
     @model_validator(mode="after")
     def _one_kind(self) -> "RequestSpec":
@@ -225,7 +226,7 @@ class RequestSpec(Strict):
         return self
 
     def sampler_overrides(self) -> dict[str, Any]:
-        keys = ("temperature", "top_k", "top_p", "max_new_tokens", "stop", "steps", "eta", "guidance")
+        keys = ("temperature", "top_k", "top_p", "max_new_tokens", "stop", "steps", "eta", "guidance", "batched")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 

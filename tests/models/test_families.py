@@ -146,3 +146,17 @@ def test_cached_sampling_equals_recomputing_token_for_token(family):
         cached = model.sample(prompts, seeds, **settings)
         assert cached == model.sample(prompts, seeds, cache=False, **settings)
         assert all(len(c) > len(p) for c, p in zip(cached, prompts))
+
+
+@pytest.mark.parametrize("family", ["gpt", "char_rnn"])
+def test_batched_left_padded_sampling_matches_row_by_row(family):
+    model = train(build(family), fixed_batch(build(family)), 20)
+    prompts, seeds = ["Fresh bread every", "O", "", "Our ovens never sl", "é"], [1, 2, 3, 4, 5]
+    for settings in ({"temperature": 0}, {"temperature": 1.0, "top_k": 0}, {"temperature": 0.8, "stop": [" "]}):
+        alone = model.sample(prompts, seeds, max_new_tokens=16, **settings)
+        batched = model.sample(prompts, seeds, max_new_tokens=16, batched=True, **settings)
+        assert batched == alone, settings
+        assert all(b.startswith(p) for b, p in zip(batched, prompts))
+    if family == "gpt":  # rows near the context limit get their own, smaller budget
+        long = ["x" * 25, "y"]
+        assert model.sample(long, [1, 2], max_new_tokens=16, batched=True) == model.sample(long, [1, 2], max_new_tokens=16)
