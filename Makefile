@@ -12,7 +12,7 @@ install: $(STAMP)
 # pyproject.toml keeps open ranges for users elsewhere.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,pretrained]"
 	touch $(STAMP)
 
 demo: install

@@ -11,12 +11,15 @@ from .checkpoint import CheckpointError, build, load, read_metadata, save, sha25
 from .dcgan import DCGAN, DCGANConfig
 from .ddpm import DDPM, DDPMConfig
 from .gpt import GPT, GPTConfig
+from .pretrained import HFCausalLM, HFCausalLMConfig, HFDiffusion, HFDiffusionConfig
 from .vae import VAE, VAEConfig
 
-FAMILIES: dict[str, type[GenerativeModel]] = {cls.family: cls for cls in (DCGAN, VAE, DDPM, GPT, CharRNN)}
+FAMILIES: dict[str, type[GenerativeModel]] = {
+    cls.family: cls for cls in (DCGAN, VAE, DDPM, GPT, CharRNN, HFCausalLM, HFDiffusion)}
 
 __all__ = [
     "FAMILIES", "GenerativeModel", "OptimizerSettings", "CheckpointError", "CharRNN", "CharRNNConfig", "DCGAN",
-    "DCGANConfig", "DDPM", "DDPMConfig", "GPT", "GPTConfig", "VAE", "VAEConfig", "build", "load",
+    "DCGANConfig", "DDPM", "DDPMConfig", "GPT", "GPTConfig", "HFCausalLM", "HFCausalLMConfig", "HFDiffusion",
+    "HFDiffusionConfig", "VAE", "VAEConfig", "build", "load",
     "read_metadata", "row_generator", "save", "sha256_file",
 ]

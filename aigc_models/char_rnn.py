@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from .base import OptimizerSettings
-from .text import VOCAB_SIZE, TextModel
+from .text import TextConfig, TextModel
 
 
 @dataclasses.dataclass
-class CharRNNConfig:
+class CharRNNConfig(TextConfig):
     seq_len: int = 128  # tokens per training window (truncated backpropagation through time)
     embed_dim: int = 64
     hidden: int = 256
@@ -27,6 +27,7 @@ class CharRNNConfig:
     lr: float = 2e-3
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if min(self.seq_len, self.embed_dim, self.hidden, self.n_layer) < 1:
             raise ValueError("seq_len, embed_dim, hidden and n_layer must be >= 1")
 
@@ -37,10 +38,10 @@ class CharRNN(TextModel):
 
     def __init__(self, config: CharRNNConfig) -> None:
         super().__init__(config)
-        self.embed = nn.Embedding(VOCAB_SIZE, config.embed_dim)
+        self.embed = nn.Embedding(self.tokenizer.vocab_size, config.embed_dim)
         self.lstm = nn.LSTM(config.embed_dim, config.hidden, config.n_layer, batch_first=True,
                             dropout=config.dropout if config.n_layer > 1 else 0.0)
-        self.head = nn.Linear(config.hidden, VOCAB_SIZE)
+        self.head = nn.Linear(config.hidden, self.tokenizer.vocab_size)
 
     @property
     def context(self) -> int:

@@ -39,12 +39,20 @@ def build(family: str, config: dict[str, Any] | Any) -> GenerativeModel:
 
 def save(model: GenerativeModel, path: str | Path, extra: dict[str, str] | None = None) -> str:
     """Writes ``path`` (a ``.safetensors`` file) and returns its sha256. ``extra`` lands in the metadata."""
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state, aliases, seen = {}, {}, {}
+    for k, v in model.state_dict().items():
+        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), tuple(v.stride()))
+        if v.numel() and key in seen:  # tied weights (an LM head sharing the embedding): stored once
+            aliases[k] = seen[key]
+            continue
+        seen[key] = k
+        state[k] = v.detach().cpu().contiguous()
     metadata = {
         "format": "pt",
         "aigc_format_version": FORMAT_VERSION,
         "family": model.family,
         "config": json.dumps(dataclasses.asdict(model.config)),
+        **({"aliases": json.dumps(aliases)} if aliases else {}),
         **(extra or {}),
     }
     save_file(state, str(path), metadata=metadata)
@@ -62,6 +70,10 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> GenerativeMode
     if "family" not in metadata or "config" not in metadata:
         raise CheckpointError(f"{path} has no family/config metadata; it was not written by aigc_models.save")
     model = build(metadata["family"], json.loads(metadata["config"]))
+    for alias, stored in json.loads(metadata.get("aliases", "{}")).items():
+        if stored not in state:
+            raise CheckpointError(f"{path}: tied weight {alias} points at missing key {stored}")
+        state[alias] = state[stored]
     expected = model.state_dict()
     unknown, missing = sorted(set(state) - set(expected)), sorted(set(expected) - set(state))
     if unknown or missing:

@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import OptimizerSettings
-from .text import BOS, EOS, PAD, VOCAB_SIZE, TextModel, decode, encode  # noqa: F401  (re-exported)
+from .text import BOS, EOS, PAD, TextConfig, TextModel, decode, encode  # noqa: F401  (re-exported)
 
 
 @dataclasses.dataclass
-class GPTConfig:
-    block_size: int = 128  # context length in tokens (bytes)
+class GPTConfig(TextConfig):
+    block_size: int = 128  # context length in tokens
     n_layer: int = 2
     n_head: int = 4
     n_embd: int = 128
@@ -30,6 +30,7 @@ class GPTConfig:
     weight_decay: float = 0.01
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
 
@@ -92,11 +93,11 @@ class GPT(TextModel):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__(config)
-        self.tok_emb = nn.Embedding(VOCAB_SIZE, config.n_embd)
+        self.tok_emb = nn.Embedding(self.tokenizer.vocab_size, config.n_embd)
         self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd)
-        self.lm_head = nn.Linear(config.n_embd, VOCAB_SIZE, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, self.tokenizer.vocab_size, bias=False)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
@@ -144,7 +145,7 @@ class GPT(TextModel):
     def prefill(self, rows: list[list[int]]) -> tuple[torch.Tensor, Any]:
         width = max(len(r) for r in rows)
         pad = torch.tensor([width - len(r) for r in rows], device=self.device)
-        idx = torch.tensor([[PAD] * (width - len(r)) + r for r in rows], device=self.device)  # left padding
+        idx = torch.tensor([[self.tokenizer.pad] * (width - len(r)) + r for r in rows], device=self.device)  # left padding
         logits, cache = self.logits(idx, None, pad)
         return logits[:, -1], (cache, pad)
 

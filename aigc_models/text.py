@@ -1,7 +1,9 @@
-"""What every text family shares: the byte-level tokenizer, training batches, and seeded sampling.
+"""What every text family shares: the tokenizer, training batches, and seeded sampling.
 
-Tokens are bytes (UTF-8), plus BOS, EOS and PAD: no vocabulary file, every string encodes, and a model can
-be trained on any corpus without a download. Training packs documents as ``BOS doc EOS BOS doc EOS ...``
+By default tokens are bytes (UTF-8), plus BOS, EOS and PAD: no vocabulary file, every string encodes, and a
+model can be trained on any corpus without a download. ``tokenizer: bpe`` trains a byte-level BPE
+(``tokenizers`` library) on the training texts instead: shorter sequences, so more text per context; the
+trained tokenizer travels inside the model's config (and so inside its checkpoint). Training packs documents as ``BOS doc EOS BOS doc EOS ...``
 into windows of ``context + 1`` tokens; PAD fills the last window and is ignored by the loss.
 
 Sampling draws each row with its own CPU generator (temperature, top-k, top-p, max new tokens, stop
@@ -12,8 +14,9 @@ for ``tokens [B, T]`` continuing from ``state`` (a KV cache, an RNN state) and t
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -21,8 +24,9 @@ import torch.nn.functional as F
 
 from .base import GenerativeModel, row_generator
 
-BOS, EOS, PAD = 256, 257, 258
+BOS, EOS, PAD = 256, 257, 258  # the byte tokenizer's special tokens
 VOCAB_SIZE = 259
+SPECIALS = ["<bos>", "<eos>", "<pad>"]
 
 
 def encode(text: str) -> list[int]:
@@ -34,8 +38,71 @@ def decode(tokens: Sequence[int]) -> str:
     return bytes(t for t in tokens if t < 256).decode("utf-8", errors="replace")
 
 
+@dataclasses.dataclass
+class TextConfig:
+    tokenizer: str = "bytes"  # bytes | bpe (byte-level BPE trained on the training texts)
+    vocab_size: int = 1024  # bpe only: merges + 256 bytes + 3 special tokens
+    tokenizer_json: str = ""  # bpe only: the trained tokenizer (filled in from the data before training)
+
+    def __post_init__(self) -> None:
+        if self.tokenizer not in ("bytes", "bpe"):
+            raise ValueError(f"tokenizer must be 'bytes' or 'bpe', got {self.tokenizer!r}")
+        if self.tokenizer == "bpe" and self.vocab_size < 260:
+            raise ValueError(f"vocab_size must be >= 260 for bpe (256 bytes + specials), got {self.vocab_size}")
+
+
+class ByteTokenizer:
+    bos, eos, pad, vocab_size = BOS, EOS, PAD, VOCAB_SIZE
+    encode = staticmethod(encode)
+    decode = staticmethod(decode)
+
+
+class BPETokenizer:
+    """Byte-level BPE from the ``tokenizers`` library: every string encodes (unknown characters fall back
+    to their bytes), and decode(encode(s)) == s."""
+
+    def __init__(self, tokenizer_json: str) -> None:
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_str(tokenizer_json)
+        self.bos, self.eos, self.pad = (self._tok.token_to_id(t) for t in SPECIALS)
+        self.vocab_size = self._tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        return self._tok.decode([t for t in tokens if t not in (self.bos, self.eos, self.pad)])
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int) -> str:
+    """Trains a byte-level BPE on ``texts`` (any iterable, streamed) and returns it as JSON."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok.to_str()
+
+
+def make_tokenizer(config: TextConfig) -> ByteTokenizer | BPETokenizer:
+    if config.tokenizer == "bytes":
+        return ByteTokenizer()
+    if not config.tokenizer_json:
+        raise ValueError("tokenizer 'bpe' needs tokenizer_json: train it with aigc_models.text.train_bpe "
+                         "(the training job does this from the curated texts)")
+    return BPETokenizer(config.tokenizer_json)
+
+
 class TextModel(GenerativeModel):
     modality = "text"
+
+    def __init__(self, config: TextConfig) -> None:
+        super().__init__(config)
+        self.tokenizer = make_tokenizer(config)
 
     @property
     def context(self) -> int:
@@ -50,16 +117,17 @@ class TextModel(GenerativeModel):
     def make_batch(self, columns: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         stream: list[int] = []
         for doc in columns["text"]:
-            stream += [BOS, *encode(str(doc)), EOS]
+            stream += [self.tokenizer.bos, *self.tokenizer.encode(str(doc)), self.tokenizer.eos]
         window = self.context + 1
         n = max(1, math.ceil(len(stream) / window))
-        stream += [PAD] * (n * window - len(stream))
+        stream += [self.tokenizer.pad] * (n * window - len(stream))
         return {"tokens": torch.tensor(stream, dtype=torch.long).view(n, window)}  # [N, context + 1]
 
     def forward(self, phase: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         tokens = batch["tokens"]
         logits, _ = self.logits(tokens[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, VOCAB_SIZE).float(), tokens[:, 1:].reshape(-1), ignore_index=PAD)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens[:, 1:].reshape(-1),
+                               ignore_index=self.tokenizer.pad)
         return loss, {"loss": loss.detach()}
 
     def sampler_defaults(self) -> dict[str, Any]:
@@ -95,7 +163,7 @@ class TextModel(GenerativeModel):
 
     def _prompt(self, prompt: str, s: dict[str, Any]) -> tuple[list[int], int]:
         """The prompt's tokens (cut to the context from the left) and the row's token budget."""
-        tokens, budget = [BOS, *encode(prompt)], int(s["max_new_tokens"])
+        tokens, budget = [self.tokenizer.bos, *self.tokenizer.encode(prompt)], int(s["max_new_tokens"])
         if self.max_context:
             tokens = tokens[-(self.max_context - 1):]
             budget = min(budget, self.max_context - len(tokens))
@@ -110,22 +178,22 @@ class TextModel(GenerativeModel):
         logits, state = self.prefill(list(rows))
         while any(active):
             probs_rows = logits.float().cpu()
-            nxt = [PAD] * len(prompts)
+            nxt = [self.tokenizer.pad] * len(prompts)
             for i in range(len(prompts)):
                 if not active[i]:
                     continue
                 tok = draw(probs_rows[i], gens[i], float(s["temperature"]), int(s["top_k"]), float(s["top_p"]))
-                if tok in (EOS, BOS, PAD):
+                if tok in (self.tokenizer.eos, self.tokenizer.bos, self.tokenizer.pad):
                     active[i] = False
                     continue
                 outs[i].append(tok)
                 nxt[i] = tok
-                if len(outs[i]) >= budgets[i] or (stops and any(decode(outs[i]).endswith(x) for x in stops)):
+                if len(outs[i]) >= budgets[i] or (stops and any(self.tokenizer.decode(outs[i]).endswith(x) for x in stops)):
                     active[i] = False
             if not any(active):
                 break
             logits, state = self.decode_step(torch.tensor(nxt, device=self.device), state)
-        return [p + decode(o) for p, o in zip(prompts, outs)]
+        return [p + self.tokenizer.decode(o) for p, o in zip(prompts, outs)]
 
     def _sample_one(self, prompt: str, seed: int, s: dict[str, Any]) -> str:
         gen, device = row_generator(seed), self.device
@@ -136,16 +204,16 @@ class TextModel(GenerativeModel):
         stops = [str(x) for x in s.get("stop") or []]
         for _ in range(budget):
             nxt = draw(logits[0, -1].float().cpu(), gen, float(s["temperature"]), int(s["top_k"]), float(s["top_p"]))
-            if nxt in (EOS, BOS, PAD):
+            if nxt in (self.tokenizer.eos, self.tokenizer.bos, self.tokenizer.pad):
                 break
             out.append(nxt)
-            if stops and any(decode(out).endswith(x) for x in stops):
+            if stops and any(self.tokenizer.decode(out).endswith(x) for x in stops):
                 break
             if cache:  # feed the new token only, continuing from the cached state
                 logits, state = self.logits(torch.tensor([[nxt]], device=device), state)
             else:  # recompute the whole sequence (for checking the cache, and measuring what it saves)
                 logits, _ = self.logits(torch.tensor([prompt_tokens + out], device=device))
-        return prompt + decode(out)
+        return prompt + self.tokenizer.decode(out)
 
 
 def draw(logits: torch.Tensor, gen: torch.Generator, temperature: float, top_k: int, top_p: float) -> int:

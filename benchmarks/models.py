@@ -59,13 +59,22 @@ def conditions(model, n: int) -> list:
 def bench_sampling(model, device, batch_sizes, ddim_steps: int) -> list[dict]:
     rows = []
     extra = {"steps": ddim_steps} if model.family == "ddpm" else {"max_new_tokens": 32} if model.modality == "text" else {}
-    for b in batch_sizes:
-        outputs: list = []
-        seconds = timed(lambda: outputs.__setitem__(slice(None), model.sample(conditions(model, b), list(range(b)), **extra)), device)
-        row = {"family": model.family, "batch": b, "seconds": round(seconds, 4), "samples_per_s": round(b / seconds, 1)}
-        if model.modality == "text":  # untrained models stop at a random EOS: tokens/s is the fair number
-            row["new_tokens_per_s"] = round(sum(len(o.encode()) - len(PROMPT) for o in outputs) / seconds, 1)
-        rows.append(row)
+    modes = [False, True] if model.modality == "text" else [False]
+    for batched in modes:
+        for b in batch_sizes:
+            outputs: list = []
+            settings = {**extra, **({"batched": True} if batched else {})}
+            seconds = timed(lambda: outputs.__setitem__(slice(None), model.sample(conditions(model, b), list(range(b)), **settings)), device)
+            row = {"family": model.family, "batch": b, "seconds": round(seconds, 4), "samples_per_s": round(b / seconds, 1)}
+            if model.modality == "text":  # untrained models stop at a random EOS: tokens/s is the fair number
+                row["mode"] = "batched" if batched else "row by row"
+                row["new_tokens_per_s"] = round(sum(len(o.encode()) - len(PROMPT) for o in outputs) / seconds, 1)
+                if batched:  # how many rows came out as they do row by row
+                    alone = model.sample(conditions(model, b), list(range(b)), **extra)
+                    row["same_as_row_by_row"] = f"{sum(a == o for a, o in zip(alone, outputs))}/{b}"
+                else:
+                    row["same_as_row_by_row"] = "-"
+            rows.append(row)
     return rows
 
 

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 import aigc_models
+from aigc_models.text import train_bpe
 
 from . import registry
 from .images import decode_png, grid
@@ -178,7 +179,23 @@ def model_config(spec: ModelSpec, store: Store, dataset_version: str, classes: l
     manifest = store.read_json("curated", dataset_version, "_manifest.json")
     derived = {"resolution": manifest["preprocess"]["resolution"], "channels": manifest["preprocess"]["channels"],
                "classes": classes}
-    return {**{k: v for k, v in derived.items() if k in fields}, **spec.hyperparameters}
+    config = {**{k: v for k, v in derived.items() if k in fields}, **spec.hyperparameters}
+    if config.get("tokenizer") == "bpe" and not config.get("tokenizer_json"):
+        vocab = config.get("vocab_size", cls.vocab_size)  # type: ignore[attr-defined]
+        config["tokenizer_json"] = train_bpe(_texts(store, dataset_version, spec.sources), vocab)
+    return config
+
+
+def _texts(store: Store, dataset_version: str, sources: list[str] | None) -> Iterator[str]:
+    """The curated train split's texts, streamed batch by batch (for training a tokenizer)."""
+    import pyarrow.compute as pc
+
+    filt = pc.field("modality") == "text"
+    if sources:
+        filt &= pc.field("source").isin(sources)
+    dataset = pads.dataset(store.path("curated", dataset_version, "train"), filesystem=store.fs, format="parquet")
+    for batch in dataset.to_batches(columns=["text"], filter=filt):
+        yield from (t for t in batch.column("text").to_pylist() if t)
 
 
 def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_version: str | None = None) -> TrainResult:

@@ -70,7 +70,8 @@ def test_every_family_trains_on_ray_and_generates(tmp_path, ray_local):
     train = TrainSpec(num_workers=2, epochs=1, batch_size=16, sample_grid=2)
     specs = [ModelSpec(name="v", family="vae", max_steps=2, z_dim=8, width=8),
              ModelSpec(name="d", family="ddpm", max_steps=2, width=8, channel_mult=[1, 2], timesteps=20),
-             ModelSpec(name="c", family="char_rnn", max_steps=2, hidden=16, embed_dim=8, seq_len=16)]
+             ModelSpec(name="c", family="char_rnn", max_steps=2, hidden=16, embed_dim=8, seq_len=16,
+                       tokenizer="bpe", vocab_size=300)]
     for spec in specs:
         result = run_training(spec, train, store)
         card = registry.resolve(store, spec.name).card
@@ -83,4 +84,6 @@ def test_every_family_trains_on_ray_and_generates(tmp_path, ray_local):
     assert gen.rows == len(rows) == 2 + 10 + 2
     assert rows.groupby("model_name")["modality"].first().to_dict() == {"c": "text", "d": "image", "v": "image"}
     assert all(t.startswith("The ") for t in rows.loc[rows.model_name == "c", "text"])
+    bpe = registry.load(store, registry.resolve(store, "c"))  # the tokenizer trained on the curated texts
+    assert 259 < bpe.tokenizer.vocab_size <= 300 and len(bpe.tokenizer.encode("the ")) < len("the ")
     assert {json.loads(s)["steps"] for s in rows.loc[rows.model_name == "d", "sampler"]} == {3}

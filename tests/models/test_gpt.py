@@ -72,3 +72,24 @@ def test_sampler_settings_are_respected():
     assert len(greedy[0]) <= 2 + 5  # each new byte decodes to at most one character
     long_prompt = "x" * 100  # longer than block_size: truncated to fit, not an error
     assert m.sample([long_prompt], [1], max_new_tokens=3)[0].startswith(long_prompt)
+
+
+def test_bpe_tokenizer_round_trips_any_text_and_travels_in_the_checkpoint(tmp_path):
+    import pytest
+
+    from aigc_models.text import BPETokenizer, train_bpe
+
+    corpus = ["Fresh bread every morning, from our ovens to your table."] * 50 + ["Crème brûlée et café."] * 20
+    tok_json = train_bpe(iter(corpus), vocab_size=320)
+    tok = BPETokenizer(tok_json)
+    for text in ("Grüße, 世界! 🍞", "Fresh bread every morning", "", "  spaced\tout\n"):
+        assert tok.decode(tok.encode(text)) == text  # byte fallback: never an unknown token
+    assert len(tok.encode("Fresh bread every morning")) < len("Fresh bread every morning") / 2  # merges learned
+    model = tiny(tokenizer="bpe", vocab_size=320, tokenizer_json=tok_json)
+    assert model.tok_emb.num_embeddings == tok.vocab_size and 259 < tok.vocab_size <= 320  # fewer merges on a tiny corpus
+    assert model.make_batch({"text": np.array(["Fresh bread"])})["tokens"][0, 0] == tok.bos
+    path = tmp_path / "bpe.safetensors"
+    aigc_models.save(model, path)
+    assert aigc_models.load(path).sample(["Fresh "], [3]) == model.sample(["Fresh "], [3])
+    with pytest.raises(ValueError, match="tokenizer 'bpe' needs tokenizer_json"):
+        tiny(tokenizer="bpe")
