@@ -36,6 +36,7 @@ class DCGANConfig(ImageConfig):
     d_width: int = 64
     loss: str = "hinge"  # hinge | nonsaturating
     minibatch_std: bool = True  # discriminator sees the batch's feature spread; counters mode collapse
+    spectral_norm: bool = True  # spectral normalisation of the discriminator's layers (Miyato et al. 2018)
     ema_decay: float = 0.999  # EMA of the generator used for sampling; 0 samples the raw generator
     lr_g: float = 2e-4
     lr_d: float = 2e-4
@@ -75,16 +76,17 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: DCGANConfig) -> None:
         super().__init__()
         n_down = int(math.log2(cfg.resolution)) - 2
+        sn = spectral_norm if cfg.spectral_norm else (lambda m: m)
         layers: list[nn.Module] = []
         c_in, width = cfg.channels, cfg.d_width
         for _ in range(n_down):
-            layers += [spectral_norm(nn.Conv2d(c_in, width, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
+            layers += [sn(nn.Conv2d(c_in, width, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
             c_in, width = width, width * 2
         self.features = nn.Sequential(*layers)
         self.minibatch_std = cfg.minibatch_std
-        self.head = nn.Sequential(spectral_norm(nn.Conv2d(c_in + int(cfg.minibatch_std), c_in, 3, 1, 1)), nn.LeakyReLU(0.2, True))
-        self.out = spectral_norm(nn.Linear(c_in, 1))
-        self.embed = spectral_norm(nn.Embedding(len(cfg.classes), c_in)) if cfg.classes else None
+        self.head = nn.Sequential(sn(nn.Conv2d(c_in + int(cfg.minibatch_std), c_in, 3, 1, 1)), nn.LeakyReLU(0.2, True))
+        self.out = sn(nn.Linear(c_in, 1))
+        self.embed = sn(nn.Embedding(len(cfg.classes), c_in)) if cfg.classes else None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         f = self.features(x)  # [B, F, 4, 4]

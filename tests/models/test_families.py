@@ -160,3 +160,12 @@ def test_batched_left_padded_sampling_matches_row_by_row(family):
     if family == "gpt":  # rows near the context limit get their own, smaller budget
         long = ["x" * 25, "y"]
         assert model.sample(long, [1, 2], max_new_tokens=16, batched=True) == model.sample(long, [1, 2], max_new_tokens=16)
+
+
+@pytest.mark.parametrize("family,extra", [("vae", {}), ("ddpm", {"channel_mult": [1, 2, 2, 2]}), ("dcgan", {"spectral_norm": False})])
+def test_rgb_64px_models_sample_rgb_64px(family, extra):
+    model = build(family, resolution=64, channels=3, classes=[], **extra)
+    images = model.sample([None, None], [1, 2], **SAMPLER.get(family, {}))
+    assert [i.shape for i in images] == [(64, 64, 3)] * 2
+    batch = model.make_batch({"pixels": np.zeros((2, 64, 64, 3), np.uint8), "label": np.array([None, None])})
+    assert all(torch.isfinite(model(phase, batch)[0]) for phase in model.phases)
