@@ -190,7 +190,7 @@ class DDPM(ImageModel):
             raise ValueError(f"steps must be in 1..{self.config.timesteps}, got {steps}")
         shape = (self.config.channels, self.config.resolution, self.config.resolution)
         gens = [row_generator(seed) for seed in seeds]
-        x = torch.stack([torch.randn(*shape, generator=g) for g in gens]).to(self.device)
+        x = self.draw_noise(gens, shape)
         ts = torch.linspace(self.config.timesteps - 1, 0, steps).round().long().tolist()
         unet = self.unet_ema if self.config.ema_decay > 0 else self.unet
 
@@ -215,7 +215,7 @@ class DDPM(ImageModel):
                 sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp(min=0).sqrt()
                 x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
                 if eta > 0 and i + 1 < len(ts):
-                    x = x + sigma * torch.stack([torch.randn(*shape, generator=g) for g in gens]).to(x.device)
+                    x = x + sigma * self.draw_noise(gens, shape)
             return x
 
         return self.in_eval(run)

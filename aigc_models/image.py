@@ -55,7 +55,12 @@ class ImageModel(GenerativeModel):
 
     def row_noise(self, seeds: Sequence[int], *shape: int) -> torch.Tensor:
         """``[B, *shape]`` standard normal noise, row ``i`` drawn from ``seeds[i]`` alone (on the CPU)."""
-        return torch.stack([torch.randn(*shape, generator=row_generator(s)) for s in seeds])
+        return self.draw_noise([row_generator(s) for s in seeds], shape)
+
+    def draw_noise(self, gens: Sequence[torch.Generator], shape: Sequence[int]) -> torch.Tensor:
+        """The next ``[B, *shape]`` noise from each row's own generator (drawn on the CPU, so every device
+        sees the same numbers), moved to the model's device."""
+        return torch.stack([torch.randn(*shape, generator=g) for g in gens]).to(self.device)
 
     def conditions_tensor(self, conditions: Sequence[str | None], seeds: Sequence[int]) -> torch.Tensor | None:
         if len(conditions) != len(seeds):

@@ -170,16 +170,11 @@ class HFDiffusion(ImageModel):
         scheduler.set_timesteps(int(s["steps"]))
 
         def run() -> torch.Tensor:
-            x = torch.stack([torch.randn(*shape, generator=g) for g in gens]).to(self.device)
+            x = self.draw_noise(gens, shape)
             for t in scheduler.timesteps:
                 eps = self.unet(x, t.to(self.device), class_labels=y).sample
-                x = scheduler.step(eps, t, x, eta=float(s["eta"]), variance_noise=self._row_noise(gens, shape, s)).prev_sample
+                noise = self.draw_noise(gens, shape) if float(s["eta"]) > 0 else None  # each row's own generator
+                x = scheduler.step(eps, t, x, eta=float(s["eta"]), variance_noise=noise).prev_sample
             return x
 
         return self.in_eval(run)
-
-    def _row_noise(self, gens: list[torch.Generator], shape: tuple[int, ...], s: dict[str, Any]) -> torch.Tensor | None:
-        """DDIM's extra noise (eta > 0), drawn from each row's own generator."""
-        if float(s["eta"]) == 0:
-            return None
-        return torch.stack([torch.randn(*shape, generator=g) for g in gens]).to(self.device)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 import aigc_models
 
 NAME_RE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
-BUILTIN_SOURCES = ("digits", "text-corpus")
+BUILTIN_SOURCES = ("digits", "faces", "textures", "text-corpus")
 
 
 class Strict(BaseModel):

@@ -332,3 +332,13 @@ def test_text_files_read_in_tasks_keep_input_order_for_duplicates(tmp_path, ray_
     limited = run_preprocess([source.model_copy(update={"limit": 5})], PreprocessSpec(min_text_chars=5),
                              Store(str(tmp_path / "small")))
     assert limited.counts["inputs"] == 5
+
+
+def test_builtin_faces_and_textures_ship_offline_with_labels(tmp_path, ray_local):
+    sources = [BuiltinSource(kind="builtin", name="faces"), BuiltinSource(kind="builtin", name="textures")]
+    result = run_preprocess(sources, PreprocessSpec(resolution=32, channels=3, val_fraction=0.0), Store(str(tmp_path)))
+    c = result.counts
+    assert c["by_source"]["builtin:faces"]["inputs"] == 200 and c["by_source"]["builtin:textures"]["inputs"] == 600
+    assert c["by_label"]["face"] > 90 and c["by_label"]["non_face"] > 90
+    assert {"brick", "grass", "gravel", "coffee", "chelsea", "immunohistochemistry"} <= set(c["by_label"])
+    assert c["balanced"] and c["accepted"] > 700
