@@ -189,7 +189,7 @@ class UnitKeys:
     def collect(cls, cleaned: ray.data.Dataset) -> "UnitKeys":
         parts = []
         columns = ["id", "status", "modality", "content_sha256", "near_key", "position"]
-        for b in cleaned.select_columns(columns).iter_batches(batch_format="pandas", batch_size=65536):
+        for b in cleaned.select_columns(columns).iter_batches(batch_format="pandas", batch_size=4096):
             b = b[b["status"] == "ok"]
             parts.append((np.array(b["id"].tolist(), dtype="S20"), (b["modality"] == "image").to_numpy(bool),
                           _words(b["content_sha256"]), _words(b["near_key"]), b["position"].to_numpy(np.int64)))
@@ -212,18 +212,18 @@ def find_duplicates(keys: UnitKeys, spec: PreprocessSpec) -> dict[str, str]:
     rows) is the one kept."""
     if not spec.dedup:
         return {}
-    ids = keys.ids.astype(str)
+    ids = keys.ids  # bytes; decoded only for the duplicates found
     later, first = first_of_groups([keys.image, keys.content[:, 0], keys.content[:, 1]])
-    found = {ids[a]: f"duplicate_of={ids[b]}" for a, b in zip(later, first)}
+    found = {ids[a].decode(): f"duplicate_of={ids[b].decode()}" for a, b in zip(later, first)}
     if spec.near_dedup:
         rest = np.ones(len(ids), bool)
         rest[later] = False
         images = np.flatnonzero(rest & keys.image)
-        near = near_image_duplicates(ids[images].tolist(), keys.near[images, 1].tolist(), spec.near_dedup_bits)
+        near = near_image_duplicates(ids[images].astype(str).tolist(), keys.near[images, 1].tolist(), spec.near_dedup_bits)
         found.update({rid: f"duplicate_of={orig};near_bits={d}" for rid, (orig, d) in near.items()})
         texts = np.flatnonzero(rest & ~keys.image)
         later, first = first_of_groups([keys.near[texts, 0], keys.near[texts, 1]])
-        found.update({ids[texts[a]]: f"duplicate_of={ids[texts[b]]};near_text" for a, b in zip(later, first)})
+        found.update({ids[texts[a]].decode(): f"duplicate_of={ids[texts[b]].decode()};near_text" for a, b in zip(later, first)})
     return found
 
 
