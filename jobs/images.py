@@ -53,3 +53,41 @@ def grid(images: Sequence[np.ndarray], ncol: int, pad: int = 2, scale: int = 2) 
         canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = img
     out = to_pil(canvas)
     return out.resize((out.width * scale, out.height * scale), Image.NEAREST) if scale > 1 else out
+
+
+COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+
+
+def line_chart(x: Sequence[float], series: dict[str, Sequence[float]], title: str,
+               size: tuple[int, int] = (640, 360)) -> Image.Image:
+    """A small line chart (one line per series, shared axes, a legend) drawn with PIL alone: loss curves
+    in the model registry without a plotting dependency."""
+    from PIL import ImageDraw
+
+    width, height = size
+    left, right, top, bottom = 60, 20, 30, 40
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    values = [float(v) for ys in series.values() for v in ys if np.isfinite(v)]
+    if not len(x) or not values:
+        draw.text((left, height // 2), f"{title}: no data", fill="black")
+        return img
+    x0, x1 = float(min(x)), float(max(x)) if max(x) > min(x) else float(min(x)) + 1
+    y0, y1 = min(values), max(values) if max(values) > min(values) else min(values) + 1
+    px = lambda v: left + (float(v) - x0) / (x1 - x0) * (width - left - right)  # noqa: E731
+    py = lambda v: height - bottom - (float(v) - y0) / (y1 - y0) * (height - top - bottom)  # noqa: E731
+    draw.rectangle([left, top, width - right, height - bottom], outline=(160, 160, 160))
+    for frac in (0, 0.5, 1):
+        yv, xv = y0 + frac * (y1 - y0), x0 + frac * (x1 - x0)
+        draw.text((4, py(yv) - 6), f"{yv:.3g}", fill="black")
+        draw.text((px(xv) - 10, height - bottom + 6), f"{xv:.0f}", fill="black")
+    draw.text((left, 8), title, fill="black")
+    for i, (name, ys) in enumerate(series.items()):
+        colour = COLOURS[i % len(COLOURS)]
+        points = [(px(a), py(b)) for a, b in zip(x, ys) if np.isfinite(b)]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for p in points[:1] if len(points) == 1 else []:
+            draw.ellipse([p[0] - 2, p[1] - 2, p[0] + 2, p[1] + 2], fill=colour)
+        draw.text((width - right - 150, top + 6 + 14 * i), f"— {name}", fill=colour)
+    return img

@@ -190,6 +190,11 @@ class TrainSpec(Strict):
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(1, ge=0)
     grad_clip: Optional[float] = Field(1.0, gt=0)
+    grad_accum: int = Field(1, ge=1)  # batches per optimiser step (effective batch = batch_size x grad_accum x workers)
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: decays to min_lr_ratio x lr by the last step
+    warmup_steps: int = Field(0, ge=0)  # linear learning-rate warm-up, in optimiser steps
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    validation: bool = True  # loss on the val split after every epoch (val_* metrics)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     cache_dataset: bool = True  # decode the split once into Ray's object store instead of every epoch; turn off
     #                              for splits larger than the object store (they then stream from Parquet each epoch)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 import subprocess
 import tempfile
@@ -24,7 +25,6 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import ray
-import ray.train
 import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
@@ -33,9 +33,10 @@ import aigc_models
 from aigc_models.text import train_bpe
 
 from . import registry
-from .images import decode_png, grid
+from .images import decode_png, grid, line_chart
 from .preprocess import label_key, resolve_dataset_version
 from .specs import ModelSpec, TrainSpec
+from .train_loop import train_loop_per_worker
 from .storage import Store
 
 DATA_DERIVED = ("resolution", "channels", "classes")  # config fields the curated data decides
@@ -74,87 +75,6 @@ def training_dataset(store: Store, dataset_version: str, split: str, modality: s
 
     return (ds.map_batches(keep, batch_format="pandas")
               .map_batches(_training_columns, fn_kwargs={"modality": modality}, batch_format="pandas"))
-
-
-# ---- the worker loop ---------------------------------------------------------------------------------
-
-def train_loop_per_worker(cfg: dict[str, Any]) -> None:
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(cfg["seed"] * 1000 + rank)
-    device = ray.train.torch.get_device()
-    model = aigc_models.build(cfg["family"], cfg["model_config"])
-    optimizers = {}
-    for phase in model.phases:
-        s = model.optimizer_settings(phase)
-        optimizers[phase] = torch.optim.AdamW(model.phase_parameters(phase), lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
-
-    epoch0, step, history = 0, 0, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            model.load_state_dict(aigc_models.load(os.path.join(d, "model.safetensors")).state_dict())
-            state = torch.load(os.path.join(d, "train_state.pt"), weights_only=True)
-            for phase, opt in optimizers.items():
-                opt.load_state_dict(state["optimizers"][phase])
-            epoch0, step = state["epoch"], state["step"]
-            history = pd.read_parquet(os.path.join(d, "metrics.parquet")).to_dict("records")
-
-    ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": len(model.phases) > 1})
-    use_bf16 = device.type == "cuda" and cfg["precision"] != "fp32"
-    shard = ray.train.get_dataset_shard("train")
-    started = time.time()
-    done = False
-    for epoch in range(epoch0, cfg["epochs"]):
-        t0, rows, sums, n, waited = time.time(), 0, {}, 0, 0.0
-        t_wait = time.time()
-        for columns in shard.iter_batches(batch_size=cfg["batch_size"], batch_format="numpy", prefetch_batches=2):
-            waited += time.time() - t_wait
-            batch = {k: v.to(device, non_blocking=True) for k, v in model.make_batch(columns).items()}
-            metrics: dict[str, float] = {}
-            for phase in model.phases:
-                opt = optimizers[phase]
-                opt.zero_grad(set_to_none=True)
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    loss, m = ddp(phase, batch)
-                loss.backward()
-                if cfg["grad_clip"]:
-                    torch.nn.utils.clip_grad_norm_(model.phase_parameters(phase), cfg["grad_clip"])
-                opt.step()
-                model.after_step(phase)
-                metrics.update({k: float(v) for k, v in m.items()})
-            step += 1
-            rows += len(next(iter(columns.values())))
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v
-            n += 1
-            if cfg["max_steps"] and step >= cfg["max_steps"]:
-                done = True
-                break
-            t_wait = time.time()
-        seconds = time.time() - t0
-        row = {"epoch": epoch + 1, "step": step, "seconds": seconds,
-               "samples_per_second": rows * world / max(seconds, 1e-9),
-               "data_wait_share": waited / max(seconds, 1e-9), **{k: v / max(n, 1) for k, v in sums.items()}}
-        history.append(row)
-        last = done or epoch + 1 == cfg["epochs"]
-        if rank == 0:
-            print(f"[{cfg['name']}] epoch {epoch + 1}/{cfg['epochs']} step {step} "
-                  + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "step")), flush=True)
-        if last or (epoch + 1) % cfg["checkpoint_every"] == 0:
-            with tempfile.TemporaryDirectory() as d:
-                if rank == 0:
-                    aigc_models.save(model, os.path.join(d, "model.safetensors"))
-                    torch.save({"optimizers": {p: o.state_dict() for p, o in optimizers.items()}, "epoch": epoch + 1,
-                                "step": step}, os.path.join(d, "train_state.pt"))
-                    pd.DataFrame(history).to_parquet(os.path.join(d, "metrics.parquet"))
-                ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
-        else:
-            ray.train.report(row)
-        if done:
-            break
-    if rank == 0:
-        print(f"[{cfg['name']}] finished {step} steps in {time.time() - started:.1f}s", flush=True)
 
 
 # ---- the driver ----------------------------------------------------------------------------------
@@ -210,11 +130,17 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
     if train.use_gpu and gpus < train.num_workers:
         raise ValueError(f"train.use_gpu is true with {train.num_workers} workers, but the Ray cluster has {gpus:g} GPUs")
     probe = aigc_models.build(spec.family, config)  # fails here, before any worker starts, on a bad config
+    epochs, batch_size = spec.epochs or train.epochs, spec.batch_size or train.batch_size
+    per_epoch = math.ceil(math.ceil(n_rows // train.num_workers / batch_size) / train.grad_accum)
+    total_steps = min(epochs * max(1, per_epoch), spec.max_steps or 10**12)  # optimiser steps, for the LR schedule
+    n_val = split_stats(store, dataset_version, "val", spec.modality, spec.sources)[0] if train.validation else 0
     loop_config = {
         "name": spec.name, "family": spec.family, "model_config": config, "seed": spec.seed,
-        "epochs": spec.epochs or train.epochs, "max_steps": spec.max_steps,
-        "batch_size": spec.batch_size or train.batch_size, "checkpoint_every": train.checkpoint_every,
-        "grad_clip": train.grad_clip, "precision": train.precision,
+        "epochs": epochs, "max_steps": spec.max_steps,
+        "batch_size": batch_size, "checkpoint_every": train.checkpoint_every,
+        "grad_clip": train.grad_clip, "precision": train.precision, "grad_accum": train.grad_accum,
+        "warmup_steps": train.warmup_steps, "lr_schedule": train.lr_schedule, "min_lr_ratio": train.min_lr_ratio,
+        "total_steps": total_steps, "validate": bool(n_val),
     }
     resources = train.resources_per_worker or ({"CPU": 1, "GPU": 1} if train.use_gpu else {"CPU": 1})
     run_name = f"{spec.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
@@ -230,7 +156,8 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
         run_config=RunConfig(name=run_name, storage_path=store.path("checkpoints", spec.name), storage_filesystem=store.fs,
                              failure_config=FailureConfig(max_failures=train.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=train.keep_checkpoints)),
-        datasets={"train": ds},
+        datasets={"train": ds, **({"val": training_dataset(store, dataset_version, "val", spec.modality, spec.sources)}
+                                  if n_val else {})},
     )
     try:
         result = trainer.fit()
@@ -262,6 +189,7 @@ def _publish_model(store: Store, spec: ModelSpec, train: TrainSpec, model: aigc_
     pq.write_table(pa.Table.from_pandas(metrics, preserve_index=False), buf)
     files["metrics.parquet"] = buf.getvalue()
     files.update(_samples(model, train.sample_grid))
+    files["loss_curve.png"] = _loss_curve(metrics, spec.name)
     card = {
         "name": spec.name, "version": version, "family": model.family, "modality": model.modality,
         "config": dataclasses.asdict(model.config), "parameters": n_params,
@@ -270,7 +198,8 @@ def _publish_model(store: Store, spec: ModelSpec, train: TrainSpec, model: aigc_
         "samples_per_second": round(float(metrics["samples_per_second"].mean()), 2),
         "final_metrics": final, "checkpoint_sha256": sha, "ray_train_run": run_name,
         "num_workers": train.num_workers, "use_gpu": train.use_gpu, "sampler_defaults": model.sampler_defaults(),
-        "code_version": _code_version(), "created_at": datetime.now(timezone.utc).isoformat(), "resumed_from": None,
+        "code_version": _code_version(), "created_at": datetime.now(timezone.utc).isoformat(),
+        "resumed_from": state.get("resumed_from"),
     }
     return registry.register(store, spec.name, version, files, card, promote=train.promote)
 
@@ -287,6 +216,14 @@ def _samples(model: aigc_models.GenerativeModel, per_class: int) -> dict[str, by
     prompts = ["The ", "A ", "In "]
     texts = model.sample([p for p in prompts for _ in range(3)], seeds=list(range(3 * len(prompts))))
     return {"samples.txt": ("\n\n".join(texts) + "\n").encode()}
+
+
+def _loss_curve(metrics: pd.DataFrame, name: str) -> bytes:
+    """Every loss-like metric (train and val) against the optimiser step, as a PNG."""
+    columns = [c for c in metrics.columns if "loss" in c or c in ("recon", "kl")]
+    buf = io.BytesIO()
+    line_chart(metrics["step"].tolist(), {c: metrics[c].tolist() for c in columns}, f"{name}: loss by step").save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _code_version() -> str:

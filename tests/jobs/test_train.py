@@ -67,7 +67,8 @@ def test_every_family_trains_on_ray_and_generates(tmp_path, ray_local):
     run_preprocess([BuiltinSource(kind="builtin", name="digits", limit=120),
                     BuiltinSource(kind="builtin", name="text-corpus", limit=120)],
                    PreprocessSpec(resolution=16, channels=1), store)
-    train = TrainSpec(num_workers=2, epochs=1, batch_size=16, sample_grid=2)
+    train = TrainSpec(num_workers=2, epochs=1, batch_size=16, sample_grid=2, grad_accum=2, lr_schedule="cosine",
+                      warmup_steps=1)
     specs = [ModelSpec(name="v", family="vae", max_steps=2, z_dim=8, width=8),
              ModelSpec(name="d", family="ddpm", max_steps=2, width=8, channel_mult=[1, 2], timesteps=20),
              ModelSpec(name="c", family="char_rnn", max_steps=2, hidden=16, embed_dim=8, seq_len=16,
@@ -76,7 +77,10 @@ def test_every_family_trains_on_ray_and_generates(tmp_path, ray_local):
         result = run_training(spec, train, store)
         card = registry.resolve(store, spec.name).card
         assert card["family"] == spec.family and card["steps"] == 2 and result.steps == 2
-        assert ("samples.png" if card["modality"] == "image" else "samples.txt") in store.listdir(result.model.path)
+        files = store.listdir(result.model.path)
+        assert ("samples.png" if card["modality"] == "image" else "samples.txt") in files and "loss_curve.png" in files
+        metrics = pd.read_parquet(store.path(result.model.path, "metrics.parquet"))
+        assert np.isfinite(metrics["val_loss"]).all() and "lr_factor" in metrics  # validated after the epoch
     requests = [RequestSpec(model="v", labels=["3"], per_label=2), RequestSpec(model="d", per_label=1, steps=3),
                 RequestSpec(model="c", prompts=["The "], per_prompt=2, max_new_tokens=8)]
     gen = run_generation(GenerateSpec(requests=requests, concurrency=1), store, "2026-11-21", "families")
@@ -87,3 +91,13 @@ def test_every_family_trains_on_ray_and_generates(tmp_path, ray_local):
     bpe = registry.load(store, registry.resolve(store, "c"))  # the tokenizer trained on the curated texts
     assert 259 < bpe.tokenizer.vocab_size <= 300 and len(bpe.tokenizer.encode("the ")) < len("the ")
     assert {json.loads(s)["steps"] for s in rows.loc[rows.model_name == "d", "sampler"]} == {3}
+
+
+def test_learning_rate_warms_up_then_decays_on_a_cosine():
+    from jobs.train_loop import lr_factor
+
+    f = [lr_factor(s, total=100, warmup=10, schedule="cosine", min_ratio=0.1) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)  # linear warm-up
+    assert f[10] == pytest.approx(1.0) and f[55] == pytest.approx(0.55) and f[99] > 0.1 >= lr_factor(100, 100, 10, "cosine", 0.1) - 1e-9
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))  # never rises after the warm-up
+    assert lr_factor(50, 100, 0, "constant", 0.1) == 1.0
