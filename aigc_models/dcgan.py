@@ -17,9 +17,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -148,13 +147,8 @@ class DCGAN(ImageModel):
         loss = -d_fake.mean() if hinge else F.softplus(-d_fake).mean()
         return loss, {"loss_g": loss.detach()}
 
-    @torch.no_grad()
-    def sample(self, conditions: Sequence[str | None], seeds: Sequence[int], **sampler: Any) -> list[np.ndarray]:
-        y = self.conditions_tensor(conditions, seeds)
-        if not seeds:
-            return []
-        z = self.row_noise(seeds, self.config.z_dim).to(self.device)
-        return self.in_eval(lambda: self.sampling_generator(z, y))
+    def sample_chunk(self, y: torch.Tensor | None, seeds: list[int], settings: dict[str, Any]) -> torch.Tensor:
+        return self.sampling_generator(self.row_noise(seeds, self.config.z_dim).to(self.device), y)
 
 
 def _dcgan_init(m: nn.Module) -> None:

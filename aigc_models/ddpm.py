@@ -19,9 +19,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -176,15 +175,11 @@ class DDPM(ImageModel):
         return loss, {"loss": loss.detach()}
 
     def sampler_defaults(self) -> dict[str, Any]:
-        return {"steps": min(50, self.config.timesteps), "eta": 0.0, "guidance": 2.0 if self.config.classes else 1.0}
+        return {**super().sampler_defaults(), "steps": min(50, self.config.timesteps), "eta": 0.0,
+                "guidance": 2.0 if self.config.classes else 1.0}
 
-    @torch.no_grad()
-    def sample(self, conditions: Sequence[str | None], seeds: Sequence[int], **sampler: Any) -> list[np.ndarray]:
+    def sample_chunk(self, y: torch.Tensor | None, seeds: list[int], s: dict[str, Any]) -> torch.Tensor:
         """DDIM with ``steps`` steps, ``eta`` and ``guidance`` (1: plain conditional; 0: unconditional)."""
-        y = self.conditions_tensor(conditions, seeds)
-        if not seeds:
-            return []
-        s = {**self.sampler_defaults(), **sampler}
         steps, eta, guidance = int(s["steps"]), float(s["eta"]), float(s["guidance"])
         if not 1 <= steps <= self.config.timesteps:
             raise ValueError(f"steps must be in 1..{self.config.timesteps}, got {steps}")
@@ -204,18 +199,15 @@ class DDPM(ImageModel):
             cond, uncond = unet(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, null])).float().chunk(2)
             return uncond + guidance * (cond - uncond)
 
-        def run() -> torch.Tensor:
-            nonlocal x
-            for i, t in enumerate(ts):
-                ab = self.alpha_bar[t]
-                ab_prev = self.alpha_bar[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0, device=x.device)
-                eps = eps_at(x, t)
-                x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
-                eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()  # consistent with the clamped x0
-                sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp(min=0).sqrt()
-                x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
-                if eta > 0 and i + 1 < len(ts):
-                    x = x + sigma * self.draw_noise(gens, shape)
-            return x
+        for i, t in enumerate(ts):
+            ab = self.alpha_bar[t]
+            ab_prev = self.alpha_bar[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0, device=x.device)
+            eps = eps_at(x, t)
+            x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
+            eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()  # consistent with the clamped x0
+            sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp(min=0).sqrt()
+            x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
+            if eta > 0 and i + 1 < len(ts):
+                x = x + sigma * self.draw_noise(gens, shape)
+        return x
 
-        return self.in_eval(run)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import OptimizerSettings
-from .text import BOS, EOS, PAD, TextConfig, TextModel, decode, encode  # noqa: F401  (re-exported)
+from .text import TextConfig, TextModel
 
 
 @dataclasses.dataclass

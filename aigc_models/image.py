@@ -68,6 +68,33 @@ class ImageModel(GenerativeModel):
         y = self.label_indices(list(conditions)) if self.config.classes else None
         return None if y is None else y.to(self.device)
 
+    def sampler_defaults(self) -> dict[str, Any]:
+        return {"chunk": 16}
+
+    @torch.no_grad()
+    def sample(self, conditions: Sequence[str | None], seeds: Sequence[int], **sampler: Any) -> list[np.ndarray]:
+        """Rows go through the network in chunks of exactly ``chunk`` rows (the last one padded with copies
+        of its first row, whose outputs are dropped). Kernels pick their algorithm by shape, so a batch of 7
+        can round differently from a batch of 1; with one fixed shape a row's pixels are the same alone or
+        in any batch. ``chunk`` is recorded with every generated row; raise it on a GPU for throughput."""
+        self.conditions_tensor(conditions, seeds)  # checks labels and lengths before any work
+        settings = {**self.sampler_defaults(), **sampler}
+        k = int(settings["chunk"])
+        if k < 1:
+            raise ValueError(f"chunk must be >= 1, got {k}")
+        out: list[np.ndarray] = []
+        for i in range(0, len(seeds), k):
+            c, s = list(conditions[i:i + k]), [int(x) for x in seeds[i:i + k]]
+            n = len(s)
+            c, s = c + [c[0]] * (k - n), s + [s[0]] * (k - n)
+            y = self.conditions_tensor(c, s)
+            out += self.in_eval(lambda: self.sample_chunk(y, s, settings))[:n]
+        return out
+
+    def sample_chunk(self, y: torch.Tensor | None, seeds: list[int], settings: dict[str, Any]) -> torch.Tensor:
+        """``[k, C, H, W]`` images in ``[-1, 1]`` for class indices ``y`` and one seed per row."""
+        raise NotImplementedError
+
     @staticmethod
     def to_uint8(images: torch.Tensor) -> list[np.ndarray]:
         """``[B, C, H, W]`` floats in ``[-1, 1]`` -> B arrays ``uint8 [H, W, C]``."""

@@ -156,25 +156,16 @@ class HFDiffusion(ImageModel):
         return loss, {"loss": loss.detach()}
 
     def sampler_defaults(self) -> dict[str, Any]:
-        return {"steps": 50, "eta": 0.0}
+        return {**super().sampler_defaults(), "steps": 50, "eta": 0.0}
 
-    @torch.no_grad()
-    def sample(self, conditions: Sequence[str | None], seeds: Sequence[int], **sampler: Any) -> list[np.ndarray]:
-        y = self.conditions_tensor(conditions, seeds)
-        if not seeds:
-            return []
-        s = {**self.sampler_defaults(), **sampler}
+    def sample_chunk(self, y: torch.Tensor | None, seeds: list[int], s: dict[str, Any]) -> torch.Tensor:
         gens = [row_generator(seed) for seed in seeds]
         shape = (self.channels, self.resolution, self.resolution)
         scheduler = self.scheduler.__class__.from_config(self.scheduler.config)  # its own step state per call
         scheduler.set_timesteps(int(s["steps"]))
-
-        def run() -> torch.Tensor:
-            x = self.draw_noise(gens, shape)
-            for t in scheduler.timesteps:
-                eps = self.unet(x, t.to(self.device), class_labels=y).sample
-                noise = self.draw_noise(gens, shape) if float(s["eta"]) > 0 else None  # each row's own generator
-                x = scheduler.step(eps, t, x, eta=float(s["eta"]), variance_noise=noise).prev_sample
-            return x
-
-        return self.in_eval(run)
+        x = self.draw_noise(gens, shape)
+        for t in scheduler.timesteps:
+            eps = self.unet(x, t.to(self.device), class_labels=y).sample
+            noise = self.draw_noise(gens, shape) if float(s["eta"]) > 0 else None  # each row's own generator
+            x = scheduler.step(eps, t, x, eta=float(s["eta"]), variance_noise=noise).prev_sample
+        return x

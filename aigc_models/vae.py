@@ -117,17 +117,13 @@ class VAE(ImageModel):
         return loss, {"loss": loss.detach(), "recon": recon.detach() / pixels, "kl": kl.detach(),
                       "beta": torch.tensor(beta)}
 
-    @torch.no_grad()
-    def sample(self, conditions: Sequence[str | None], seeds: Sequence[int], **sampler: Any) -> list[np.ndarray]:
-        """Decodes ``z ~ N(0, I)`` (times ``temperature``, default 1) drawn from each row's seed."""
-        y = self.conditions_tensor(conditions, seeds)
-        if not seeds:
-            return []
-        z = self.row_noise(seeds, self.config.z_dim).to(self.device) * float(sampler.get("temperature", 1.0))
-        return self.in_eval(lambda: self._to_images(self.decode(z, y)))
+    def sample_chunk(self, y: torch.Tensor | None, seeds: list[int], settings: dict[str, Any]) -> torch.Tensor:
+        """Decodes ``z ~ N(0, I)`` (times ``temperature``) drawn from each row's seed."""
+        z = self.row_noise(seeds, self.config.z_dim).to(self.device) * float(settings["temperature"])
+        return self._to_images(self.decode(z, y))
 
     def sampler_defaults(self) -> dict[str, Any]:
-        return {"temperature": 1.0}
+        return {**super().sampler_defaults(), "temperature": 1.0}
 
     @torch.no_grad()
     def reconstruct(self, images: np.ndarray, labels: Sequence[str | None] | None = None) -> list[np.ndarray]:

@@ -66,6 +66,11 @@ def bench_sampling(model, device, batch_sizes, ddim_steps: int) -> list[dict]:
             settings = {**extra, **({"batched": True} if batched else {})}
             seconds = timed(lambda: outputs.__setitem__(slice(None), model.sample(conditions(model, b), list(range(b)), **settings)), device)
             row = {"family": model.family, "batch": b, "seconds": round(seconds, 4), "samples_per_s": round(b / seconds, 1)}
+            if model.modality == "image" and b > 1:  # a few rows sampled alone must give the same pixels
+                alone = [model.sample(conditions(model, b)[i:i + 1], [i], **settings)[0] for i in range(min(b, 8))]
+                row["same_as_alone"] = f"{sum(np.array_equal(a, o) for a, o in zip(alone, outputs))}/{len(alone)}"
+            elif model.modality == "image":
+                row["same_as_alone"] = "-"
             if model.modality == "text":  # untrained models stop at a random EOS: tokens/s is the fair number
                 row["mode"] = "batched" if batched else "row by row"
                 row["new_tokens_per_s"] = round(sum(len(o.encode()) - len(PROMPT) for o in outputs) / seconds, 1)

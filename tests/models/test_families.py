@@ -64,17 +64,27 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(family):
     assert loss_on(model, batch, "model") < 0.7 * before
 
 
+@pytest.mark.parametrize("threads", [1, 2])  # Ray actors run torch with one thread
 @pytest.mark.parametrize("family", list(TINY))
-def test_sampling_is_seeded_typed_and_batch_invariant(family):
+def test_sampling_is_seeded_typed_and_batch_invariant(family, threads, monkeypatch):
     model = build(family)
-    conditions = CONDITIONS[model.modality]
-    seeds = [11, 12, 13, 14, 15]
+    if model.modality == "image":  # compare the floats before rounding: a last-bit drift must fail here too
+        from aigc_models.image import ImageModel
+
+        monkeypatch.setattr(ImageModel, "to_uint8", staticmethod(lambda t: list(t.float().permute(0, 2, 3, 1).cpu().numpy())))
+    conditions = CONDITIONS[model.modality] * 4  # 20 rows: CPU kernels switch algorithms at larger batches
+    seeds = list(range(11, 31))
     sampler = SAMPLER.get(family, {})
-    together = model.sample(conditions, seeds, **sampler)
-    alone = [model.sample([c], [s], **sampler)[0] for c, s in zip(conditions, seeds)]
-    split = model.sample(conditions[:2], seeds[:2], **sampler) + model.sample(conditions[2:], seeds[2:], **sampler)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        together = model.sample(conditions, seeds, **sampler)
+        alone = [model.sample([c], [s], **sampler)[0] for c, s in zip(conditions, seeds)]
+        split = model.sample(conditions[:7], seeds[:7], **sampler) + model.sample(conditions[7:], seeds[7:], **sampler)
+    finally:
+        torch.set_num_threads(before)
     if model.modality == "image":
-        assert all(a.dtype == np.uint8 and a.shape == (16, 16, 1) for a in together)
+        assert all(a.shape == (16, 16, 1) for a in together)
         assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(together, alone, split))
         assert not np.array_equal(together[0], together[2])  # different seeds, different images
     else:

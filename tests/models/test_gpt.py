@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 import aigc_models
-from aigc_models.gpt import BOS, EOS, PAD, decode, encode
+from aigc_models.text import BOS, EOS, PAD, decode, encode
 
 
 def tiny(**kw):
