@@ -52,6 +52,16 @@ def promote_version(store: Store, name: str, version: str) -> None:
     store.write_json({"model": name, "version": version}, "models", name, "production.json")
 
 
+def versions(store: Store, name: str) -> list[tuple[dict[str, Any], bool]]:
+    """Every version's card, oldest first, with whether it is the production one."""
+    if not store.exists("models", name):
+        raise FileNotFoundError(f"no model named {name!r} under {store.display('models')}")
+    production = store.read_json("models", name, "production.json")["version"] if store.exists("models", name, "production.json") else None
+    cards = [store.read_json("models", name, v, "model_card.json") for v in sorted(store.listdir("models", name))
+             if store.exists("models", name, v, "model_card.json")]
+    return [(c, c["version"] == production) for c in cards]
+
+
 def resolve(store: Store, name: str, version: str | None = None) -> ModelRef:
     """``version`` of model ``name``, or its production version; a clear error when there is none."""
     if version is None:

@@ -20,6 +20,8 @@ examples:
   aigc train --config my.yaml --model digits-gan --set train.epochs=3
   aigc generate --config my.yaml --count 100 --set generate.batch_size=32
   aigc inspect runs/generated/run_date=2026-11-23
+  aigc promote digits-gan                       # list versions (* = production) with their final metrics
+  aigc promote digits-gan 20261124-231157-c21694dd
 
 --set takes dotted keys into the YAML (list items by index) and YAML values:
   --set train.num_workers=4  --set models.0.epochs=20  --set ray.address=ray://head:10001
@@ -56,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--date", type=_date, help="run date YYYY-MM-DD (default: today in the schedule's timezone)")
     sp = sub.add_parser("serve", help="serve the nightly flow as a Prefect deployment on the config's cron schedule")
     common(sp)
+    sp = sub.add_parser("promote", help="point a model's production.json (what generation uses) at a version")
+    common(sp)
+    sp.add_argument("model", help="model name (as in the config's models)")
+    sp.add_argument("version", nargs="?", help="version to promote; without it, list the versions")
     sp = sub.add_parser("inspect", help="summarise a curated dataset, generated partition or model version")
     sp.add_argument("path")
     sp.add_argument("--grid", help="where a curated dataset's sample grid PNG goes (default: ./curated-<version>-samples.png)")
@@ -93,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"aigc: error: {exc}", file=sys.stderr)
         return 2
+
+    if args.command == "promote":
+        return _promote(cfg.output, args.model, args.version)
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     if args.command == "serve":
@@ -144,6 +153,27 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(("look at", f"{cfg.output}/models/*/<version>/samples.png, "
                                  f"aigc inspect {cfg.output}/generated/run_date={result['run_date']}"))
     print(summary.render(f"aigc {args.command}: {cfg.name}", lines, seconds))
+    return 0
+
+
+def _promote(root: str, name: str, version: str | None) -> int:
+    """Promotes ``version`` of ``name`` (exit 2 if it does not exist), or lists the versions."""
+    from jobs import registry
+    from jobs.storage import Store
+
+    store = Store(root)
+    try:
+        if version:
+            registry.promote_version(store, name, version)
+            print(f"{name}: production is now {version}")
+            return 0
+        rows = registry.versions(store, name)
+    except FileNotFoundError as exc:
+        print(f"aigc: error: {exc}", file=sys.stderr)
+        return 2
+    for card, production in rows:
+        metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(card.get("final_metrics", {}).items()) if "loss" in k)
+        print(f"{'*' if production else ' '} {card['version']}  {card['steps']:>6} steps  data {card['dataset_version']}  {metrics}")
     return 0
 
 

@@ -42,3 +42,27 @@ def test_inspect_summarises_each_kind_of_output(tiny_night, capsys, tmp_path, mo
     from PIL import Image
 
     assert len(grids) == 1 and Image.open(grids[0]).height > Image.open(grids[0]).width  # 10 label rows of 8
+
+
+def test_promote_lists_versions_and_moves_production(tiny_night, capsys):
+    import shutil
+
+    from jobs import registry
+
+    cfg, store, _ = tiny_night
+    current = registry.resolve(store, "tiny-gan").version
+    older = "00000000-000000-00000000"  # a copy of the current version under an older name
+    shutil.copytree(store.path("models", "tiny-gan", current), store.path("models", "tiny-gan", older))
+    card = store.read_json("models", "tiny-gan", older, "model_card.json")
+    store.write_json({**card, "version": older}, "models", "tiny-gan", older, "model_card.json")
+    try:
+        assert main(["promote", "tiny-gan", "--config", str(TINY_CONFIG), "--out", store.root]) == 0
+        listing = capsys.readouterr().out.splitlines()
+        assert listing[0].startswith(f"  {older}") and listing[1].startswith(f"* {current}")
+        assert main(["promote", "tiny-gan", older, "--config", str(TINY_CONFIG), "--out", store.root]) == 0
+        assert registry.resolve(store, "tiny-gan").version == older
+        assert main(["promote", "tiny-gan", "no-such-version", "--config", str(TINY_CONFIG), "--out", store.root]) == 2
+        assert "has no version no-such-version" in capsys.readouterr().err
+    finally:
+        registry.promote_version(store, "tiny-gan", current)
+        store.delete("models", "tiny-gan", older)
