@@ -184,6 +184,7 @@ class TrainSpec(Strict):
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
     resources_per_worker: Optional[dict[str, float]] = None  # default: {"CPU": 1} (+ {"GPU": 1} with use_gpu)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"  # STRICT_SPREAD: one worker per node
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(64, ge=1)
     checkpoint_every: int = Field(1, ge=1)  # epochs between checkpoints

@@ -146,18 +146,19 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
     run_name = f"{spec.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     data_context = ray.data.DataContext.get_current()
     progress_bars, data_context.enable_progress_bars = data_context.enable_progress_bars, False  # per-epoch bars of the shards are noise
-    ds = training_dataset(store, dataset_version, "train", spec.modality, spec.sources)
-    if train.cache_dataset:
-        ds = ds.materialize()
+    datasets = {split: training_dataset(store, dataset_version, split, spec.modality, spec.sources)
+                for split in (("train", "val") if n_val else ("train",))}
+    if train.cache_dataset:  # decoded once, before the workers take their CPUs (Ray Data then needs none)
+        datasets = {split: ds.materialize() for split, ds in datasets.items()}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu, resources_per_worker=resources,
+                                     placement_strategy=train.placement_strategy),
         run_config=RunConfig(name=run_name, storage_path=store.path("checkpoints", spec.name), storage_filesystem=store.fs,
                              failure_config=FailureConfig(max_failures=train.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=train.keep_checkpoints)),
-        datasets={"train": ds, **({"val": training_dataset(store, dataset_version, "val", spec.modality, spec.sources)}
-                                  if n_val else {})},
+        datasets=datasets,
     )
     try:
         result = trainer.fit()
