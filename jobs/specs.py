@@ -222,6 +222,7 @@ class RequestSpec(Strict):
     eta: Optional[float] = Field(None, ge=0, le=1)  # ddpm: 0 deterministic DDIM, 1 DDPM-like noise
     guidance: Optional[float] = Field(None, ge=0)  # ddpm: classifier-free guidance scale
     batched: Optional[bool] = None  # text models: decode a batch together (faster on GPU; see TextModel.sample)
+    chunk: Optional[int] = Field(None, ge=1)  # image models: rows per network call (fixed shape; raise on a GPU)
 
     @model_validator(mode="after")
     def _one_kind(self) -> "RequestSpec":
@@ -232,7 +233,7 @@ class RequestSpec(Strict):
         return self
 
     def sampler_overrides(self) -> dict[str, Any]:
-        keys = ("temperature", "top_k", "top_p", "max_new_tokens", "stop", "steps", "eta", "guidance", "batched")
+        keys = ("temperature", "top_k", "top_p", "max_new_tokens", "stop", "steps", "eta", "guidance", "batched", "chunk")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 

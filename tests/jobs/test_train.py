@@ -81,7 +81,7 @@ def test_every_family_trains_on_ray_and_generates(tmp_path, ray_local):
         assert ("samples.png" if card["modality"] == "image" else "samples.txt") in files and "loss_curve.png" in files
         metrics = pd.read_parquet(store.path(result.model.path, "metrics.parquet"))
         assert np.isfinite(metrics["val_loss"]).all() and "lr_factor" in metrics  # validated after the epoch
-    requests = [RequestSpec(model="v", labels=["3"], per_label=2), RequestSpec(model="d", per_label=1, steps=3),
+    requests = [RequestSpec(model="v", labels=["3"], per_label=2), RequestSpec(model="d", per_label=1, steps=3, chunk=4),
                 RequestSpec(model="c", prompts=["The "], per_prompt=2, max_new_tokens=8)]
     gen = run_generation(GenerateSpec(requests=requests, concurrency=1), store, "2026-11-21", "families")
     rows = pads.dataset(store.path("generated", "run_date=2026-11-21"), format="parquet").to_table().to_pandas()
@@ -90,7 +90,7 @@ def test_every_family_trains_on_ray_and_generates(tmp_path, ray_local):
     assert all(t.startswith("The ") for t in rows.loc[rows.model_name == "c", "text"])
     bpe = registry.load(store, registry.resolve(store, "c"))  # the tokenizer trained on the curated texts
     assert 259 < bpe.tokenizer.vocab_size <= 300 and len(bpe.tokenizer.encode("the ")) < len("the ")
-    assert {json.loads(s)["steps"] for s in rows.loc[rows.model_name == "d", "sampler"]} == {3}
+    assert {(json.loads(s)["steps"], json.loads(s)["chunk"]) for s in rows.loc[rows.model_name == "d", "sampler"]} == {(3, 4)}
 
 
 def test_learning_rate_warms_up_then_decays_on_a_cosine():
