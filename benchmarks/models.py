@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import aigc_models  # noqa: E402
+from aigc_models.training import make_optimizers, optimizer_step  # noqa: E402
 
 CLASSES = [str(d) for d in range(10)]
 CONFIGS = {
@@ -127,21 +128,16 @@ def random_batch(model, n: int) -> dict[str, torch.Tensor]:
 
 
 def bench_training(model, device, steps: int, bf16: bool) -> dict:
-    """The same step as ``jobs/train.py``'s worker loop: one optimiser per phase, bf16 autocast on CUDA."""
-    opts = {p: torch.optim.AdamW(model.phase_parameters(p), lr=model.optimizer_settings(p).lr) for p in model.phases}
+    """The step every trainer runs (``aigc_models.training.optimizer_step``) on a random batch of 64."""
+    opts, scheds = make_optimizers(model, total_steps=steps + 1)
     batch = {k: v.to(device) for k, v in random_batch(model, 64).items()}
     rows = next(iter(batch.values())).shape[0]
+    autocast = {"device_type": device.type, "dtype": torch.bfloat16, "enabled": bf16}
     losses = []
 
     def step() -> None:
-        for phase in model.phases:
-            opts[phase].zero_grad(set_to_none=True)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss, _ = model(phase, batch)
-            loss.backward()
-            opts[phase].step()
-            model.after_step(phase)
-            losses.append(float(loss.detach()))
+        metrics = optimizer_step(model, model, opts, scheds, [batch], 1.0, autocast)
+        losses.append(metrics.get("loss", next(iter(metrics.values()))))
 
     seconds = timed(lambda: [step() for _ in range(steps)], device) / steps
     if not all(np.isfinite(losses)):

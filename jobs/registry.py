@@ -67,7 +67,7 @@ def resolve(store: Store, name: str, version: str | None = None) -> ModelRef:
     if version is None:
         if not store.exists("models", name, "production.json"):
             raise FileNotFoundError(f"model {name!r} has no production version under {store.display('models', name)}; "
-                                    f"train it first (`aigc train --model {name}`)")
+                                    f"train it (`aigc train --model {name}`) or promote a version (`aigc promote {name}`)")
         version = store.read_json("models", name, "production.json")["version"]
     path = f"models/{name}/{version}"
     if not store.exists(path, "model_card.json"):

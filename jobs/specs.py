@@ -188,6 +188,9 @@ class TrainSpec(Strict):
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(64, ge=1)
     checkpoint_every: int = Field(1, ge=1)  # epochs between checkpoints
+    checkpoint_every_steps: Optional[int] = Field(None, ge=1)  # also checkpoint every N optimiser steps (mid-epoch)
+    log_every: int = Field(10, ge=0)  # optimiser steps per metrics.parquet row (scope "step"); 0: per epoch only
+    keep_finished_checkpoints: bool = False  # keep a run's Ray Train checkpoints after it is published
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(1, ge=0)
     grad_clip: Optional[float] = Field(1.0, gt=0)
@@ -196,10 +199,17 @@ class TrainSpec(Strict):
     warmup_steps: int = Field(0, ge=0)  # linear learning-rate warm-up, in optimiser steps
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     validation: bool = True  # loss on the val split after every epoch (val_* metrics)
+    epoch_samples: bool = True  # fixed-seed samples after every epoch -> samples_by_epoch.png / .txt
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     cache_dataset: bool = True  # decode the split once into Ray's object store instead of every epoch; turn off
     #                              for splits larger than the object store (they then stream from Parquet each epoch)
-    promote: bool = True  # point production.json at the new version when training finishes
+    promote: Literal["first", "always", "never"] = "first"  # point production.json at the new version: only when
+    #   the model has none yet (first), always, or never; otherwise `aigc promote` or the nightly gate decides
+
+    @field_validator("promote", mode="before")
+    @classmethod
+    def _promote_bool(cls, v: Any) -> Any:
+        return {True: "always", False: "never"}.get(v, v) if isinstance(v, bool) else v
     sample_grid: int = Field(10, ge=1)  # images per class (or texts) in samples.png / samples.txt
 
 

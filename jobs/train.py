@@ -10,7 +10,9 @@ optimiser states, metrics so far). The finished run is published to the model re
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
+import json
 import math
 import os
 import subprocess
@@ -50,6 +52,7 @@ class TrainResult:
     seconds: float
     samples_per_second: float
     final_metrics: dict[str, float]
+    promoted: bool = False  # production.json now points at this version
 
 
 # ---- data ------------------------------------------------------------------------------------------
@@ -118,7 +121,44 @@ def _texts(store: Store, dataset_version: str, sources: list[str] | None) -> Ite
         yield from (t for t in batch.column("text").to_pylist() if t)
 
 
-def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_version: str | None = None) -> TrainResult:
+def check_data_fits_model(spec: ModelSpec, config: dict[str, Any], store: Store, dataset_version: str,
+                          classes: list[str]) -> None:
+    """Hyperparameters a model entry pins (resolution, channels, classes) must agree with the curated data; a
+    mismatch is an error here, on the driver, instead of a shape error inside every worker."""
+    manifest = store.read_json("curated", dataset_version, "_manifest.json")["preprocess"]
+    pinned = spec.hyperparameters
+    for key in ("resolution", "channels"):
+        if key in pinned and key in manifest and int(pinned[key]) != int(manifest[key]):
+            raise ValueError(f"model {spec.name}: {key} {pinned[key]} does not match the curated data's {manifest[key]} "
+                             f"(dataset {dataset_version}); set preprocess.{key} or drop the model's '{key}'")
+    if "classes" in pinned and pinned["classes"] is not None:
+        outside = [c for c in classes if c not in {str(x) for x in pinned["classes"]}]
+        if outside:
+            raise ValueError(f"model {spec.name}: the curated data has labels outside the model's classes: "
+                             f"{', '.join(outside[:10])}{' ...' if len(outside) > 10 else ''} (dataset {dataset_version})")
+
+
+def _run_name(store: Store, spec: ModelSpec, fingerprint: str, fresh: bool) -> tuple[str, bool]:
+    """The Ray Train run to use: an interrupted run of the same config and data is resumed (Ray Train restores
+    a run from its name and storage path), unless ``fresh``. ``checkpoints/<name>/_active.json`` records the
+    run in progress until it is published."""
+    active = store.read_json("checkpoints", spec.name, "_active.json") if store.exists("checkpoints", spec.name, "_active.json") else None
+    if active and not fresh and active["fingerprint"] == fingerprint:
+        print(f"[{spec.name}] resuming the interrupted run {active['run_name']} from its latest checkpoint "
+              "(--fresh starts over)", flush=True)
+        return active["run_name"], True
+    if active and not fresh:
+        print(f"[{spec.name}] the interrupted run {active['run_name']} had another config or dataset; starting a new run", flush=True)
+    run_name = f"{spec.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{fingerprint[:8]}"
+    store.write_json({"run_name": run_name, "fingerprint": fingerprint, "started_at": datetime.now(timezone.utc).isoformat()},
+                     "checkpoints", spec.name, "_active.json")
+    return run_name, False
+
+
+def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_version: str | None = None,
+                 fresh: bool = False) -> TrainResult:
+    """Trains ``spec`` on Ray Train and publishes it to the registry. Everything that can be checked on the
+    driver is checked before a worker starts; an interrupted run of the same config resumes unless ``fresh``."""
     started = time.time()
     dataset_version = resolve_dataset_version(store, dataset_version)
     n_rows, classes = split_stats(store, dataset_version, "train", spec.modality, spec.sources)
@@ -126,6 +166,7 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
         raise ValueError(f"model {spec.name}: curated dataset {dataset_version} has no {spec.modality} rows to train on"
                          + (f" from sources {spec.sources}" if spec.sources else ""))
     config = model_config(spec, store, dataset_version, classes)
+    check_data_fits_model(spec, config, store, dataset_version, classes)
     gpus = ray.cluster_resources().get("GPU", 0)
     if train.use_gpu and gpus < train.num_workers:
         raise ValueError(f"train.use_gpu is true with {train.num_workers} workers, but the Ray cluster has {gpus:g} GPUs")
@@ -138,12 +179,16 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
         "name": spec.name, "family": spec.family, "model_config": config, "seed": spec.seed,
         "epochs": epochs, "max_steps": spec.max_steps,
         "batch_size": batch_size, "checkpoint_every": train.checkpoint_every,
+        "checkpoint_every_steps": train.checkpoint_every_steps, "log_every": train.log_every,
         "grad_clip": train.grad_clip, "precision": train.precision, "grad_accum": train.grad_accum,
         "warmup_steps": train.warmup_steps, "lr_schedule": train.lr_schedule, "min_lr_ratio": train.min_lr_ratio,
-        "total_steps": total_steps, "validate": bool(n_val),
+        "total_steps": total_steps, "validate": bool(n_val), "epoch_samples": train.epoch_samples,
     }
+    fingerprint = hashlib.sha256(json.dumps([loop_config, dataset_version], sort_keys=True, default=str).encode()).hexdigest()
+    run_name, _ = _run_name(store, spec, fingerprint, fresh)
+    if os.environ.get("AIGC_TRAIN_KILL_AFTER_STEP"):  # a fire drill: see train_loop._kill_drill
+        loop_config["kill_after_step"] = int(os.environ["AIGC_TRAIN_KILL_AFTER_STEP"])
     resources = train.resources_per_worker or ({"CPU": 1, "GPU": 1} if train.use_gpu else {"CPU": 1})
-    run_name = f"{spec.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     data_context = ray.data.DataContext.get_current()
     progress_bars, data_context.enable_progress_bars = data_context.enable_progress_bars, False  # per-epoch bars of the shards are noise
     datasets = {split: training_dataset(store, dataset_version, split, spec.modality, spec.sources)
@@ -170,17 +215,24 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
         model = aigc_models.load(os.path.join(d, "model.safetensors"))
         metrics = pd.read_parquet(os.path.join(d, "metrics.parquet"))
         state = torch.load(os.path.join(d, "train_state.pt"), weights_only=True)
+        progress = torch.load(os.path.join(d, "progress.pt"), weights_only=True) if os.path.exists(os.path.join(d, "progress.pt")) else []
     seconds = time.time() - started
-    final = {k: float(v) for k, v in metrics.iloc[-1].items() if k not in ("epoch", "step", "seconds")}
+    epoch_rows = metrics[metrics["scope"] == "epoch"] if "scope" in metrics else metrics
+    final = {k: float(v) for k, v in epoch_rows.iloc[-1].items() if k not in ("scope", "epoch", "step", "seconds")}
+    promote = train.promote == "always" or (train.promote == "first" and not store.exists("models", spec.name, "production.json"))
     ref = _publish_model(store, spec, train, model, metrics, dataset_version, run_name, state, seconds, n_rows, final,
-                         probe.num_parameters())
+                         probe.num_parameters(), promote, progress)
+    store.delete("checkpoints", spec.name, "_active.json")  # published: the next `aigc train` starts a new run
+    if not train.keep_finished_checkpoints:
+        store.delete("checkpoints", spec.name, run_name)
     return TrainResult(ref, int(state["step"]), int(state["epoch"]), seconds,
-                       float(metrics["samples_per_second"].mean()), final)
+                       float(epoch_rows["samples_per_second"].mean()), final, promote)
 
 
 def _publish_model(store: Store, spec: ModelSpec, train: TrainSpec, model: aigc_models.GenerativeModel,
                    metrics: pd.DataFrame, dataset_version: str, run_name: str, state: dict, seconds: float,
-                   n_rows: int, final: dict[str, float], n_params: int) -> registry.ModelRef:
+                   n_rows: int, final: dict[str, float], n_params: int, promote: bool,
+                   progress: list[dict]) -> registry.ModelRef:
     with tempfile.TemporaryDirectory() as d:
         weights = os.path.join(d, "model.safetensors")
         sha = aigc_models.save(model, weights, extra={"model_name": spec.name, "dataset_version": dataset_version})
@@ -191,18 +243,19 @@ def _publish_model(store: Store, spec: ModelSpec, train: TrainSpec, model: aigc_
     files["metrics.parquet"] = buf.getvalue()
     files.update(_samples(model, train.sample_grid))
     files["loss_curve.png"] = _loss_curve(metrics, spec.name)
+    files.update(_samples_by_epoch(progress))
     card = {
         "name": spec.name, "version": version, "family": model.family, "modality": model.modality,
         "config": dataclasses.asdict(model.config), "parameters": n_params,
         "dataset_version": dataset_version, "train_rows": n_rows,
         "steps": int(state["step"]), "epochs": int(state["epoch"]), "wall_seconds": round(seconds, 2),
-        "samples_per_second": round(float(metrics["samples_per_second"].mean()), 2),
+        "samples_per_second": round(float(metrics.loc[metrics["scope"] == "epoch", "samples_per_second"].mean()), 2),
         "final_metrics": final, "checkpoint_sha256": sha, "ray_train_run": run_name,
         "num_workers": train.num_workers, "use_gpu": train.use_gpu, "sampler_defaults": model.sampler_defaults(),
         "code_version": _code_version(), "created_at": datetime.now(timezone.utc).isoformat(),
-        "resumed_from": state.get("resumed_from"),
+        "resumed_from": state.get("resumed_from"), "workers": state.get("workers", []),
     }
-    return registry.register(store, spec.name, version, files, card, promote=train.promote)
+    return registry.register(store, spec.name, version, files, card, promote=promote)
 
 
 def _samples(model: aigc_models.GenerativeModel, per_class: int) -> dict[str, bytes]:
@@ -219,11 +272,30 @@ def _samples(model: aigc_models.GenerativeModel, per_class: int) -> dict[str, by
     return {"samples.txt": ("\n\n".join(texts) + "\n").encode()}
 
 
+def _samples_by_epoch(progress: list[dict]) -> dict[str, bytes]:
+    """The fixed-seed samples taken after every epoch: one row of images per epoch, or the texts by epoch."""
+    if not progress:
+        return {}
+    if "images" in progress[0]:
+        images = [img for p in progress for img in p["images"].numpy()]
+        buf = io.BytesIO()
+        grid(images, ncol=len(progress[0]["images"])).save(buf, format="PNG")
+        return {"samples_by_epoch.png": buf.getvalue()}
+    text = "\n".join(f"--- epoch {p['epoch']} (step {p['step']})\n" + "\n".join(p["texts"]) for p in progress)
+    return {"samples_by_epoch.txt": (text + "\n").encode()}
+
+
 def _loss_curve(metrics: pd.DataFrame, name: str) -> bytes:
-    """Every loss-like metric (train and val) against the optimiser step, as a PNG."""
-    columns = [c for c in metrics.columns if "loss" in c or c in ("recon", "kl")]
+    """Every loss-like metric against the optimiser step, as a PNG: training losses from the per-step rows
+    (per-epoch rows when there are none), validation losses from the per-epoch rows."""
+    metrics = metrics.sort_values("step", kind="stable").reset_index(drop=True)
+    steps = metrics["scope"] == "step"
+    series = {}
+    for c in (c for c in metrics.columns if "loss" in c or c in ("recon", "kl", "val_recon", "val_kl")):
+        rows = ~steps if c.startswith("val_") or not steps.any() else steps
+        series[c] = metrics[c].where(rows).astype(float).tolist()
     buf = io.BytesIO()
-    line_chart(metrics["step"].tolist(), {c: metrics[c].tolist() for c in columns}, f"{name}: loss by step").save(buf, format="PNG")
+    line_chart(metrics["step"].tolist(), series, f"{name}: loss by step").save(buf, format="PNG")
     return buf.getvalue()
 
 

@@ -1,19 +1,21 @@
 """The worker side of training: one loop for every model family, run by each Ray Train worker.
 
-Per optimiser step: ``grad_accum`` batches are gathered, then each of the model's phases (GANs have two)
-runs forward/backward over all of them (DDP synchronises only on the last one), clips, steps its optimiser
-and its learning-rate schedule (linear warm-up, then cosine decay to ``min_lr_ratio``), and calls
-``after_step`` (EMA weights). After every epoch the loss on the validation shard is averaged over all
-workers. Checkpoints hold the weights (safetensors), optimiser and schedule states, RNG states, the step and
-the metrics so far; a restarted worker group (a worker died) continues from the latest one and records it.
+Per optimiser step: ``grad_accum`` batches are gathered and ``aigc_models.training.optimizer_step`` runs
+every phase of the model over them (GANs have two; DDP synchronises on the last batch only). Every
+``log_every`` steps a metrics row (scope "step"); after every epoch the loss on the validation shard,
+averaged over all workers (scope "epoch"). Checkpoints (every ``checkpoint_every`` epochs and, optionally,
+every ``checkpoint_every_steps`` steps) hold the weights (safetensors), optimiser and schedule states, every
+worker's RNG states, the position (epochs done + batches into the next), the metrics so far and where the
+workers ran. A restarted worker group (a worker died) or a resumed run continues from the latest one,
+skipping the batches the interrupted epoch had consumed, and records that it resumed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import os
 import random
+import signal
+import socket
 import tempfile
 import time
 from typing import Any
@@ -26,16 +28,7 @@ import ray.train.torch
 import torch
 
 import aigc_models
-
-
-def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
-    """Multiplier of the base learning rate at optimiser step ``step`` (0-based)."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant" or total <= warmup:
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+from aigc_models.training import make_optimizers, optimizer_step
 
 
 def _rng_state() -> dict[str, Any]:
@@ -55,28 +48,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(int(x) for x in internal), gauss_next))
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _optimizer_step(model: Any, ddp: Any, optimizers: dict, schedulers: dict, group: list[dict], cfg: dict,
-                    autocast: dict) -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    for phase in model.phases:
-        optimizers[phase].zero_grad(set_to_none=True)
-        for i, batch in enumerate(group):
-            last = i == len(group) - 1
-            sync = contextlib.nullcontext() if last or not hasattr(ddp, "no_sync") else ddp.no_sync()
-            with sync:
-                with torch.autocast(**autocast):
-                    loss, m = ddp(phase, batch)
-                (loss / len(group)).backward()
-            for k, v in m.items():
-                metrics[k] = metrics.get(k, 0.0) + float(v) / len(group)
-        if cfg["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(model.phase_parameters(phase), cfg["grad_clip"])
-        optimizers[phase].step()
-        schedulers[phase].step()
-        model.after_step(phase)
-    return metrics
 
 
 @torch.no_grad()
@@ -111,20 +82,60 @@ def _validate(model: Any, shard: Any, cfg: dict, device: torch.device, autocast:
     return {k: float(totals[i] / totals[-1]) for i, k in enumerate(keys)} if totals[-1] > 0 else {}
 
 
+def _all_gather(obj: Any, world: int) -> list:
+    if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        out: list = [None] * world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+    return [obj]
+
+
+def _worker_info(rank: int, device: torch.device) -> dict[str, Any]:
+    """Where a worker ran: the model card lists every worker, so a run's placement is on record."""
+    return {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
+            "pid": os.getpid(), "device": str(device)}
+
+
+def _kill_drill(cfg: dict, rank: int, world: int, step: int, resumed: bool) -> None:
+    """``AIGC_TRAIN_KILL_AFTER_STEP=S`` (read by the driver): the last worker SIGKILLs its own process once the
+    first checkpoint at or after step S has reached Ray Train's controller; a real worker death, to rehearse
+    recovery (``max_failures``) or an interrupted run. Never fires in a run that already resumed."""
+    if cfg.get("kill_after_step") is None or step < cfg["kill_after_step"] or resumed or rank != world - 1:
+        return
+    try:  # the report is consumed from the worker's queue when the controller polls it (every ~2 s)
+        from ray.train.v2._internal.execution.context import get_train_context
+
+        queue, deadline = get_train_context().get_result_queue(), time.time() + 60
+        while not queue.empty() and time.time() < deadline:
+            time.sleep(0.1)
+    except Exception:  # noqa: BLE001 - Ray internals moved: fall back to outwaiting two polls
+        time.sleep(5)
+    time.sleep(1.0)
+    print(f"[{cfg['name']}] kill drill: worker {rank} (pid {os.getpid()}) kills itself after step {step}", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _epoch_samples(model: Any) -> Any:
+    """Fixed-seed samples after an epoch (one image per class, up to 10, or two texts), so the registry can
+    show how the samples changed epoch by epoch. The training RNG streams are left untouched."""
+    cuda = [p.device.index or 0 for p in model.parameters() if p.is_cuda][:1]
+    with torch.random.fork_rng(devices=cuda):
+        if model.modality == "image":
+            classes = list(getattr(model.config, "classes", None) or [None])[:10]
+            return np.stack(model.sample(classes, seeds=list(range(len(classes)))))
+        return model.sample(["The ", "A "], seeds=[0, 1], max_new_tokens=48)
+
+
 def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg["seed"] * 1000 + rank)
     device = ray.train.torch.get_device()
     model = aigc_models.build(cfg["family"], cfg["model_config"])
-    optimizers, schedulers = {}, {}
-    for phase in model.phases:
-        s = model.optimizer_settings(phase)
-        optimizers[phase] = torch.optim.AdamW(model.phase_parameters(phase), lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
-        schedulers[phase] = torch.optim.lr_scheduler.LambdaLR(optimizers[phase], lambda step: lr_factor(
-            step, cfg["total_steps"], cfg["warmup_steps"], cfg["lr_schedule"], cfg["min_lr_ratio"]))
+    optimizers, schedulers = make_optimizers(model, cfg["total_steps"], cfg["warmup_steps"], cfg["lr_schedule"],
+                                             cfg["min_lr_ratio"])
 
-    epoch0, step, history, resumed_from = 0, 0, [], None
+    epoch0, skip, step, history, resumed_from, progress = 0, 0, 0, [], None, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:  # a restarted worker group, or a resumed run: continue where the checkpoint left off
         with checkpoint.as_directory() as d:
@@ -135,65 +146,93 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
                 schedulers[phase].load_state_dict(state["schedulers"][phase])
             if rank < len(state["rng"]):
                 _set_rng_state(state["rng"][rank])
-            epoch0, step = state["epoch"], state["step"]
-            resumed_from = {"step": step, "epoch": epoch0, "previous": state.get("resumed_from")}
+            epoch0, skip, step = state["epoch"], state.get("batch", 0), state["step"]
+            resumed_from = {"step": step, "epoch": epoch0, "batch": skip, "previous": state.get("resumed_from")}
             history = pd.read_parquet(os.path.join(d, "metrics.parquet")).to_dict("records")
+            if os.path.exists(os.path.join(d, "progress.pt")):
+                progress = torch.load(os.path.join(d, "progress.pt"), weights_only=True)
 
     ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": len(model.phases) > 1})
+    workers = _all_gather(_worker_info(rank, device), world)
     autocast = {"device_type": device.type, "dtype": torch.bfloat16,
                 "enabled": device.type == "cuda" and cfg["precision"] != "fp32"}
     shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val") if cfg["validate"] else None
+    lr_now = lambda: schedulers[model.phases[0]].get_last_lr()[0] / optimizers[model.phases[0]].defaults["lr"]  # noqa: E731
+
+    def save(row: dict, epoch_done: int, batch: int) -> None:
+        """Report ``row`` with a checkpoint (weights, optimiser, schedule and every worker's RNG states, the
+        position: completed epochs + batches into the next, metrics so far, where the workers ran)."""
+        rng = _all_gather(_rng_state(), world)  # every worker's, so a restart draws what it would have
+        with tempfile.TemporaryDirectory() as d:
+            if rank == 0:
+                aigc_models.save(model, os.path.join(d, "model.safetensors"))
+                torch.save({"optimizers": {p: o.state_dict() for p, o in optimizers.items()},
+                            "schedulers": {p: s.state_dict() for p, s in schedulers.items()}, "rng": rng,
+                            "epoch": epoch_done, "batch": batch, "step": step, "resumed_from": resumed_from,
+                            "workers": workers}, os.path.join(d, "train_state.pt"))
+                pd.DataFrame(history).to_parquet(os.path.join(d, "metrics.parquet"))
+                torch.save(progress, os.path.join(d, "progress.pt"))
+            ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
+        _kill_drill(cfg, rank, world, step, resumed_from is not None)
+
     started, done = time.time(), bool(cfg["max_steps"] and step >= cfg["max_steps"])
     for epoch in range(epoch0, cfg["epochs"]):
         if done:
             break
         t0, rows, sums, n, waited, group = time.time(), 0, {}, 0, 0.0, []
+        window: dict[str, float] = {}
+        t_window, rows_window, n_window = time.time(), 0, 0
+        skip_now, skip = skip, 0  # batches of this epoch a mid-epoch checkpoint had already consumed
         t_wait = time.time()
         batches = shard.iter_batches(batch_size=cfg["batch_size"], batch_format="numpy", prefetch_batches=2)
         for i, columns in enumerate(batches):
+            if i < skip_now:
+                t_wait = time.time()
+                continue
             waited += time.time() - t_wait
             group.append({k: v.to(device, non_blocking=True) for k, v in model.make_batch(columns).items()})
-            rows += len(next(iter(columns.values())))
+            batch_rows = len(next(iter(columns.values())))
+            rows, rows_window = rows + batch_rows, rows_window + batch_rows
             if len(group) == cfg["grad_accum"]:
-                metrics = _optimizer_step(model, ddp, optimizers, schedulers, group, cfg, autocast)
-                group, step, n = [], step + 1, n + 1
+                metrics = optimizer_step(model, ddp, optimizers, schedulers, group, cfg["grad_clip"], autocast)
+                group, step, n, n_window = [], step + 1, n + 1, n_window + 1
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
+                    window[k] = window.get(k, 0.0) + v
+                if cfg["log_every"] and step % cfg["log_every"] == 0:  # per-step row: the window's means
+                    seconds = time.time() - t_window
+                    history.append({"scope": "step", "epoch": epoch + 1, "step": step, "seconds": seconds, "lr_factor": lr_now(),
+                                    "samples_per_second": rows_window * world / max(seconds, 1e-9),
+                                    **{k: v / n_window for k, v in window.items()}})
+                    window, t_window, rows_window, n_window = {}, time.time(), 0, 0
                 if cfg["max_steps"] and step >= cfg["max_steps"]:
                     done = True
                     break
+                if cfg["checkpoint_every_steps"] and step % cfg["checkpoint_every_steps"] == 0:
+                    save({"epoch": epoch + 1, "step": step}, epoch, i + 1)
             t_wait = time.time()
         if group:  # the epoch's last, short accumulation group still counts
-            metrics = _optimizer_step(model, ddp, optimizers, schedulers, group, cfg, autocast)
+            metrics = optimizer_step(model, ddp, optimizers, schedulers, group, cfg["grad_clip"], autocast)
             step, n = step + 1, n + 1
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
         seconds = time.time() - t0
-        row = {"epoch": epoch + 1, "step": step, "seconds": seconds, "lr_factor": schedulers[model.phases[0]].get_last_lr()[0]
-               / optimizers[model.phases[0]].defaults["lr"], "samples_per_second": rows * world / max(seconds, 1e-9),
+        row = {"scope": "epoch", "epoch": epoch + 1, "step": step, "seconds": seconds, "lr_factor": lr_now(),
+               "samples_per_second": rows * world / max(seconds, 1e-9),
                "data_wait_share": waited / max(seconds, 1e-9), **{k: v / max(n, 1) for k, v in sums.items()},
                **_validate(model, val_shard, cfg, device, autocast)}
         history.append(row)
+        if rank == 0 and cfg["epoch_samples"]:
+            samples = _epoch_samples(model)
+            progress.append({"epoch": epoch + 1, "step": step,
+                             **({"images": torch.from_numpy(samples)} if isinstance(samples, np.ndarray) else {"texts": samples})})
         last = done or epoch + 1 == cfg["epochs"]
         if rank == 0:
             print(f"[{cfg['name']}] epoch {epoch + 1}/{cfg['epochs']} step {step} "
-                  + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "step")), flush=True)
+                  + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("scope", "epoch", "step")), flush=True)
         if last or (epoch + 1) % cfg["checkpoint_every"] == 0:
-            rng: list = [None] * world  # every worker's RNG states, so a restart draws what it would have
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                torch.distributed.all_gather_object(rng, _rng_state())
-            else:
-                rng = [_rng_state()]
-            with tempfile.TemporaryDirectory() as d:
-                if rank == 0:
-                    aigc_models.save(model, os.path.join(d, "model.safetensors"))
-                    torch.save({"optimizers": {p: o.state_dict() for p, o in optimizers.items()},
-                                "schedulers": {p: s.state_dict() for p, s in schedulers.items()}, "rng": rng,
-                                "epoch": epoch + 1, "step": step, "resumed_from": resumed_from},
-                               os.path.join(d, "train_state.pt"))
-                    pd.DataFrame(history).to_parquet(os.path.join(d, "metrics.parquet"))
-                ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
+            save(row, epoch + 1, 0)
         else:
             ray.train.report(row)
     if rank == 0:

@@ -18,6 +18,7 @@ examples:
   aigc nightly                                  # the demo: configs/demo.yaml, output in ./runs
   aigc nightly --config my.yaml --date 2026-11-20
   aigc train --config my.yaml --model digits-gan --set train.epochs=3
+  aigc train --model digits-gan                 # after Ctrl-C or a lost machine: resumes that run (--fresh: not)
   aigc generate --config my.yaml --count 100 --set generate.batch_size=32
   aigc inspect runs/generated/run_date=2026-11-23
   aigc promote digits-gan                       # list versions (* = production) with their final metrics
@@ -49,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("--model", action="append", help="train only this model (repeatable)")
     sp.add_argument("--dataset-version", help="curated version to train on (default: the latest)")
+    sp.add_argument("--promote", action="store_true",
+                    help="make the new version production (default: only a model's first version is; see `aigc promote`)")
+    sp.add_argument("--fresh", action="store_true",
+                    help="start over instead of resuming an interrupted run of the same config and data")
     sp = sub.add_parser("generate", help="generate the config's requests for a date (Ray Data)")
     common(sp)
     sp.add_argument("--date", type=_date, help="run date YYYY-MM-DD (default: today in the schedule's timezone)")
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError, as_dict, load_config
 
     try:
-        cfg = load_config(args.config, args.overrides, args.out)
+        cfg = load_config(args.config, args.overrides + (["train.promote=always"] if getattr(args, "promote", False) else []), args.out)
         if args.command == "train":
             for name in args.model or []:
                 cfg.model(name)
@@ -122,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     runners: dict[str, Callable[[], Any]] = {
         "preprocess": lambda: flows.preprocess_flow(config),
-        "train": lambda: flows.train_flow(config, args.model, args.dataset_version),
+        "train": lambda: flows.train_flow(config, args.model, args.dataset_version, args.fresh),
         "generate": lambda: flows.generate_flow(config, args.date, args.count),
         "nightly": lambda: flows.nightly_flow(config, args.date),
     }

@@ -7,6 +7,7 @@ never tensors or DataFrames. The heavy work happens in ``jobs`` on Ray.
 from __future__ import annotations
 
 import dataclasses
+import math
 from datetime import datetime
 from typing import Any, Optional
 from zoneinfo import ZoneInfo
@@ -14,6 +15,7 @@ from zoneinfo import ZoneInfo
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from jobs import registry
 from jobs.generate import run_generation
 from jobs.preprocess import run_preprocess, verify_curated
 from jobs.publish import discard, staging_dir
@@ -74,13 +76,29 @@ def preprocess_task(config: dict[str, Any], staging: str) -> dict[str, Any]:
 
 
 @task(name="train", task_run_name="train-{model_name}", **RETRIES)
-def train_task(config: dict[str, Any], model_name: str, dataset_version: Optional[str] = None) -> dict[str, Any]:
+def train_task(config: dict[str, Any], model_name: str, dataset_version: Optional[str] = None,
+               fresh: bool = False) -> dict[str, Any]:
+    """A retry (or the next `aigc train`) resumes the interrupted Ray Train run from its latest checkpoint."""
     cfg, store = _setup(config)
-    result = run_training(cfg.model(model_name), cfg.train, store, dataset_version)
+    result = run_training(cfg.model(model_name), cfg.train, store, dataset_version, fresh=fresh)
     get_run_logger().info("%s %s: %d steps in %.1fs", model_name, result.model.version, result.steps, result.seconds)
     out = dataclasses.asdict(result)
     out["model"] = {"name": result.model.name, "version": result.model.version, "path": store.display(result.model.path)}
     return out
+
+
+@task(name="promote", task_run_name="promote-{model_name}")
+def promote_task(config: dict[str, Any], model_name: str, version: str) -> dict[str, Any]:
+    """The nightly quality gate: tonight's version becomes production only if its final metrics are all
+    finite; otherwise production stays where it was and generation uses that."""
+    cfg, store = _setup(config)
+    card = registry.resolve(store, model_name, version).card
+    bad = sorted(k for k, v in card["final_metrics"].items() if not math.isfinite(v))
+    if bad:
+        get_run_logger().warning("%s %s not promoted: non-finite final metrics %s", model_name, version, ", ".join(bad))
+        return {"model": model_name, "version": version, "promoted": False, "reason": f"non-finite {', '.join(bad)}"}
+    registry.promote_version(store, model_name, version)
+    return {"model": model_name, "version": version, "promoted": True, "reason": "final metrics finite"}
 
 
 @task(name="generate", **RETRIES)
@@ -111,9 +129,9 @@ def preprocess_flow(config: dict[str, Any]) -> dict[str, Any]:
 
 @flow(name="train")
 def train_flow(config: dict[str, Any], models: Optional[list[str]] = None,
-               dataset_version: Optional[str] = None) -> list[dict[str, Any]]:
+               dataset_version: Optional[str] = None, fresh: bool = False) -> list[dict[str, Any]]:
     cfg = validate(config)
-    return [train_task(config, name, dataset_version) for name in models or [m.name for m in cfg.models]]
+    return [train_task(config, name, dataset_version, fresh) for name in models or [m.name for m in cfg.models]]
 
 
 @flow(name="generate")
@@ -123,10 +141,13 @@ def generate_flow(config: dict[str, Any], run_date: Optional[str] = None, count:
 
 @flow(name="nightly")
 def nightly_flow(config: dict[str, Any], run_date: Optional[str] = None) -> dict[str, Any]:
-    """preprocess -> train every model on the new curated version -> generate tonight's partition."""
+    """preprocess -> train every model on the new curated version -> promote those that pass the gate ->
+    generate tonight's partition with the production models."""
     cfg = validate(config)
     run_date = run_date or today(cfg)
     curated = _preprocess(config)
     trained = [train_task(config, m.name, curated["dataset_version"]) for m in cfg.models]
+    for t in trained:
+        t["promoted"] = promote_task(config, t["model"]["name"], t["model"]["version"])["promoted"]
     generated = generate_task(config, run_date) if cfg.generate.requests else None
     return {"run_date": run_date, "preprocess": curated, "train": trained, "generate": generated}

@@ -29,7 +29,8 @@ def train_lines(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
     for r in results:
         m = r["model"]
         out.append((f"model {m['name']}", f"{m['version']}: {r['steps']:,} steps, {r['epochs']} epochs, "
-                    f"{r['seconds']:.1f}s, {r['samples_per_second']:.0f} samples/s  {m['path']}"))
+                    f"{r['seconds']:.1f}s, {r['samples_per_second']:.0f} samples/s"
+                    f"{' (production)' if r.get('promoted') else ' (not promoted: `aigc promote` decides)'}  {m['path']}"))
     return out
 
 

@@ -24,9 +24,20 @@ def test_the_night_published_both_models_to_the_registry(tiny_night):
         files = set(store.listdir(ref.path))
         assert {"model.safetensors", "model_card.json", "metrics.parquet"} <= files
         assert ("samples.png" if card["modality"] == "image" else "samples.txt") in files
+        if card["modality"] == "image":  # a row of fixed-seed samples per epoch (16 px + 2 px padding, x2)
+            from PIL import Image
+
+            progress = Image.open(store.path(ref.path, "samples_by_epoch.png"))
+            assert progress.height == (card["epochs"] * (16 + 2) + 2) * 2 and progress.width == (10 * 18 + 2) * 2
+        else:
+            assert store.read_bytes(ref.path, "samples_by_epoch.txt").decode().count("--- epoch") == card["epochs"]
         assert aigc_models.sha256_file(store.path(ref.weights)) == card["checkpoint_sha256"]
         metrics = pd.read_parquet(store.path(ref.path, "metrics.parquet"))
-        assert len(metrics) == card["epochs"] and np.isfinite(metrics.drop(columns=["epoch"]).to_numpy()).all()
+        epochs, steps = metrics[metrics.scope == "epoch"], metrics[metrics.scope == "step"]
+        assert len(epochs) == card["epochs"] and np.isfinite(epochs.drop(columns=["scope"]).to_numpy(float)).all()
+        assert len(steps) == card["steps"] // cfg.train.log_every and steps["step"].is_monotonic_increasing
+        assert card["workers"] and {w["rank"] for w in card["workers"]} == {0, 1}
+        assert not store.exists("checkpoints", spec.name, "_active.json")  # published: nothing left to resume
         model = registry.load(store, ref)
         assert model.family == spec.family
 
@@ -94,10 +105,67 @@ def test_every_family_trains_on_ray_and_generates(tmp_path, ray_local):
 
 
 def test_learning_rate_warms_up_then_decays_on_a_cosine():
-    from jobs.train_loop import lr_factor
+    from aigc_models.training import lr_factor
 
     f = [lr_factor(s, total=100, warmup=10, schedule="cosine", min_ratio=0.1) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)  # linear warm-up
     assert f[10] == pytest.approx(1.0) and f[55] == pytest.approx(0.55) and f[99] > 0.1 >= lr_factor(100, 100, 10, "cosine", 0.1) - 1e-9
     assert all(a >= b for a, b in zip(f[10:], f[11:]))  # never rises after the warm-up
     assert lr_factor(50, 100, 0, "constant", 0.1) == 1.0
+
+
+@pytest.fixture()
+def digits_store(tmp_path, ray_local):
+    from jobs.preprocess import run_preprocess
+    from jobs.specs import BuiltinSource, PreprocessSpec
+    from jobs.storage import Store
+
+    store = Store(str(tmp_path))
+    run_preprocess([BuiltinSource(kind="builtin", name="digits", limit=150)], PreprocessSpec(resolution=8, channels=1), store)
+    return store
+
+
+def test_an_interrupted_run_resumes_mid_epoch_unless_fresh(digits_store, monkeypatch):
+    """A worker dies (a real SIGKILL) with no retries left, as when the machine is lost: the next
+    ``run_training`` of the same config resumes from the step checkpoint; ``fresh`` starts over."""
+    import ray.train
+
+    from jobs.specs import TrainSpec
+
+    store = digits_store
+    spec = ModelSpec(name="r", family="vae", z_dim=4, width=4, epochs=2)
+    train = TrainSpec(num_workers=2, batch_size=8, max_failures=0, checkpoint_every_steps=3, log_every=1, sample_grid=1)
+    monkeypatch.setenv("AIGC_TRAIN_KILL_AFTER_STEP", "3")
+    with pytest.raises(ray.train.TrainingFailedError):
+        run_training(spec, train, store)
+    active = store.read_json("checkpoints", "r", "_active.json")
+    monkeypatch.delenv("AIGC_TRAIN_KILL_AFTER_STEP")
+    result = run_training(spec, train, store)
+    card = registry.resolve(store, "r").card
+    assert card["resumed_from"]["step"] == 3 and card["resumed_from"]["epoch"] == 0 and card["resumed_from"]["batch"] == 3
+    assert card["ray_train_run"] == active["run_name"] and card["epochs"] == 2 == result.epochs
+    metrics = pd.read_parquet(store.path(result.model.path, "metrics.parquet"))
+    steps = metrics.loc[metrics.scope == "step", "step"].tolist()
+    assert steps == list(range(1, result.steps + 1))  # one row per step, none lost or repeated by the resume
+    assert not store.exists("checkpoints", "r", active["run_name"])  # published, so its checkpoints are gone
+
+    monkeypatch.setenv("AIGC_TRAIN_KILL_AFTER_STEP", "3")
+    with pytest.raises(ray.train.TrainingFailedError):
+        run_training(spec, train, store)
+    monkeypatch.delenv("AIGC_TRAIN_KILL_AFTER_STEP")
+    again = run_training(spec, train, store, fresh=True)
+    assert registry.resolve(store, "r", again.model.version).card["resumed_from"] is None
+    # promote: "first": the first version became production, later ones wait for `aigc promote` or the gate
+    assert result.promoted and not again.promoted and registry.resolve(store, "r").version == result.model.version
+
+
+def test_data_that_does_not_fit_a_pinned_model_config_fails_before_workers_start(digits_store):
+    from jobs.specs import TrainSpec
+
+    with pytest.raises(ValueError, match="model big: resolution 16 does not match the curated data's 8"):
+        run_training(ModelSpec(name="big", family="vae", resolution=16), TrainSpec(), digits_store)
+    with pytest.raises(ValueError, match="model rgb: channels 3 does not match the curated data's 1"):
+        run_training(ModelSpec(name="rgb", family="ddpm", channels=3), TrainSpec(), digits_store)
+    with pytest.raises(ValueError, match="labels outside the model's classes: 3, 4, 5"):
+        run_training(ModelSpec(name="few", family="vae", classes=["0", "1", "2", "6", "7", "8", "9"]), TrainSpec(), digits_store)
+    assert not digits_store.exists("checkpoints")

@@ -1,0 +1,175 @@
+"""Training throughput: a plain single-process PyTorch loop against Ray Train with 1 and 2 workers.
+
+All three run the same model (the demo's digits GAN by default) on the same curated digits, with the same
+step (``aigc_models.training.optimizer_step``) and batch size per worker. Reported per run: samples/s over
+the epochs after the first (median; the first warms up kernels and the dataset cache) and wall seconds
+end to end (Ray Train's include starting the workers, materialising the dataset and publishing the model).
+Ray Train's overhead = 1 - (1 worker samples/s) / (plain loop samples/s); scaling efficiency 1 -> 2 =
+(2 workers samples/s) / (2 x 1 worker samples/s). Each worker, like the plain loop, uses one torch thread.
+
+    .venv/bin/python benchmarks/train.py [--family dcgan] [--rows 1800] [--epochs 4] [--workers 1 2]
+
+On a machine with torch alone (a GPU box without Ray), ``--torch-only`` runs only the plain loop, on random
+batches of the same shape, in bf16 autocast on CUDA:
+
+    python benchmarks/train.py --torch-only --device cuda [--batch-size 64 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a bare checkout: aigc_models only
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import aigc_models  # noqa: E402
+from aigc_models.training import make_optimizers, optimizer_step  # noqa: E402
+
+CLASSES = [str(d) for d in range(10)]
+MODELS = {  # the demo's models (configs/demo.yaml), at the demo's 32x32 single-channel resolution
+    "dcgan": {"g_width": 32, "d_width": 32},
+    "vae": {"z_dim": 32, "width": 32},
+    "ddpm": {"width": 32, "channel_mult": [1, 2, 2]},
+}
+
+
+def plain_loop(model: aigc_models.GenerativeModel, batches: list[dict], epochs: int, device: torch.device,
+               bf16: bool) -> dict:
+    """What one would write without Ray: iterate the in-memory batches, one optimiser step per batch."""
+    model.to(device).train()
+    optimizers, schedulers = make_optimizers(model, total_steps=epochs * len(batches))
+    autocast = {"device_type": device.type, "dtype": torch.bfloat16, "enabled": bf16}
+    rates, started, last = [], time.perf_counter(), {}
+    for _ in range(epochs):
+        t, rows = time.perf_counter(), 0
+        for columns in batches:
+            batch = {k: v.to(device, non_blocking=True) for k, v in model.make_batch(columns).items()}
+            last = optimizer_step(model, model, optimizers, schedulers, [batch], 1.0, autocast)
+            rows += len(next(iter(columns.values())))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        rates.append(rows / (time.perf_counter() - t))
+    if not all(np.isfinite(v) for v in last.values()):
+        raise RuntimeError(f"{model.family}: non-finite metrics {last}")
+    return {"samples_per_s": round(statistics.median(rates[1:] or rates), 1),
+            "wall_seconds": round(time.perf_counter() - started, 2), "steps": epochs * len(batches)}
+
+
+def random_batches(family: str, n_rows: int, batch_size: int) -> list[dict]:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (n_rows, 32, 32, 1), dtype=np.uint8)
+    labels = np.array([CLASSES[i % 10] for i in range(n_rows)])
+    return [{"pixels": pixels[i:i + batch_size], "label": labels[i:i + batch_size]} for i in range(0, n_rows, batch_size)]
+
+
+def torch_only(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    bf16 = device.type == "cuda" and args.precision == "bf16"
+    rows = []
+    for family in args.families:
+        for batch_size in args.batch_size:
+            torch.manual_seed(0)
+            model = aigc_models.build(family, {"resolution": 32, "channels": 1, "classes": CLASSES, **MODELS[family]})
+            r = plain_loop(model, random_batches(family, args.rows, batch_size), args.epochs, device, bf16)
+            rows.append({"family": family, "device": str(device), "precision": "bf16" if bf16 else "fp32",
+                         "batch": batch_size, **r})
+            print(rows[-1], flush=True)
+    return {"torch_only": rows, "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+
+
+def with_ray(args: argparse.Namespace) -> dict:
+    import pandas as pd
+    import pyarrow.dataset as pads
+
+    from jobs.preprocess import resolve_dataset_version, run_preprocess
+    from jobs.ray_runtime import ensure_ray
+    from jobs.specs import BuiltinSource, ModelSpec, PreprocessSpec, TrainSpec
+    from jobs.storage import Store
+    from jobs.train import _training_columns, model_config, run_training, split_stats
+
+    ensure_ray(num_cpus=args.cpus)
+    torch.set_num_threads(1)  # what a Ray Train worker with one CPU gets (OMP_NUM_THREADS=1)
+    store = Store(tempfile.mkdtemp(prefix="bench-train-"))
+    run_preprocess([BuiltinSource(kind="builtin", name="digits", limit=args.rows)], PreprocessSpec(resolution=32, channels=1), store)
+    version = resolve_dataset_version(store, None)
+    batch_size = args.batch_size[0]
+    results = []
+    for family in args.families:
+        spec = ModelSpec(name=f"bench-{family}", family=family, epochs=args.epochs, **MODELS[family])
+        n_rows, classes = split_stats(store, version, "train", "image", None)
+        df = pads.dataset(store.path("curated", version, "train"), format="parquet").to_table().to_pandas()
+        df = df[df["modality"] == "image"]
+        batches = [_training_columns(df.iloc[i:i + batch_size], "image") for i in range(0, len(df), batch_size)]
+        torch.manual_seed(0)
+        plain = plain_loop(aigc_models.build(family, model_config(spec, store, version, classes)), batches,
+                           args.epochs, torch.device("cpu"), bf16=False)
+        results.append({"family": family, "trainer": "plain PyTorch", "workers": 1, **plain})
+        print(results[-1], flush=True)
+        for workers in args.workers:
+            train = TrainSpec(num_workers=workers, epochs=args.epochs, batch_size=batch_size, validation=False,
+                              log_every=0, promote=False, sample_grid=1)
+            r = run_training(spec, train, store, fresh=True)
+            metrics = pd.read_parquet(store.path(r.model.path, "metrics.parquet"))
+            rates = metrics.loc[metrics.scope == "epoch", "samples_per_second"].tolist()
+            results.append({"family": family, "trainer": "Ray Train", "workers": workers,
+                            "samples_per_s": round(statistics.median(rates[1:] or rates), 1),
+                            "wall_seconds": round(r.seconds, 2), "steps": r.steps})
+            print(results[-1], flush=True)
+        runs = [r for r in results if r["family"] == family]
+        one = next((r for r in runs if r["trainer"] == "Ray Train" and r["workers"] == 1), None)
+        two = next((r for r in runs if r["trainer"] == "Ray Train" and r["workers"] == 2), None)
+        if one:
+            one["overhead_vs_plain"] = f"{1 - one['samples_per_s'] / runs[0]['samples_per_s']:.1%}"
+        if one and two:
+            two["scaling_1_to_2"] = f"{two['samples_per_s'] / (2 * one['samples_per_s']):.0%}"
+    return {"rows": n_rows, "batch_size": batch_size, "epochs": args.epochs, "runs": results}
+
+
+def table(title: str, rows: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    widths = [max(len(k), *(len(str(r.get(k, ""))) for r in rows)) for k in keys]
+    print(f"\n{title}\n" + "  ".join(k.rjust(w) for k, w in zip(keys, widths)))
+    for r in rows:
+        print("  ".join(str(r.get(k, "")).rjust(w) for k, w in zip(keys, widths)))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--families", nargs="+", default=["dcgan"], choices=list(MODELS))
+    p.add_argument("--rows", type=int, default=1800, help="digits to preprocess (or random rows with --torch-only)")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, nargs="+", default=[64], help="per worker (Ray: the first one)")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
+    p.add_argument("--torch-only", action="store_true", help="the plain loop only, on random data (no Ray needed)")
+    p.add_argument("--device", default="cpu", help="--torch-only: cpu or cuda")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="--torch-only on CUDA")
+    p.add_argument("--json", default=None, help="default: benchmarks/results/train[-torch-<device>].json")
+    args = p.parse_args()
+    meta = {"torch": torch.__version__, "host": platform.node(), "cpus": torch.get_num_threads()}
+    if args.torch_only:
+        results = {**meta, **torch_only(args)}
+        table("plain PyTorch training loop (random batches)", results["torch_only"])
+        default = f"benchmarks/results/train-torch-{torch.device(args.device).type}.json"
+    else:
+        results = {**meta, **with_ray(args)}
+        table(f"training {results['rows']} digits x {args.epochs} epochs, batch {results['batch_size']} per worker",
+              results["runs"])
+        default = "benchmarks/results/train.json"
+    out = Path(args.json or default)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
