@@ -119,10 +119,12 @@ def with_ray(args: argparse.Namespace) -> dict:
                               log_every=0, promote=False, sample_grid=1)
             r = run_training(spec, train, store, fresh=True)
             metrics = pd.read_parquet(store.path(r.model.path, "metrics.parquet"))
-            rates = metrics.loc[metrics.scope == "epoch", "samples_per_second"].tolist()
+            epochs = metrics[metrics.scope == "epoch"]
+            rates = epochs["samples_per_second"].tolist()
             results.append({"family": family, "trainer": "Ray Train", "workers": workers,
                             "samples_per_s": round(statistics.median(rates[1:] or rates), 1),
-                            "wall_seconds": round(r.seconds, 2), "steps": r.steps})
+                            "wall_seconds": round(r.seconds, 2), "steps": r.steps,
+                            "data_wait": f"{statistics.median(epochs['data_wait_share'].tolist()[1:] or [0]):.0%}"})
             print(results[-1], flush=True)
         runs = [r for r in results if r["family"] == family]
         one = next((r for r in runs if r["trainer"] == "Ray Train" and r["workers"] == 1), None)

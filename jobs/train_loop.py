@@ -93,7 +93,7 @@ def _all_gather(obj: Any, world: int) -> list:
 def _worker_info(rank: int, device: torch.device) -> dict[str, Any]:
     """Where a worker ran: the model card lists every worker, so a run's placement is on record."""
     return {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
-            "pid": os.getpid(), "device": str(device)}
+            "pid": os.getpid(), "device": str(device), "torch_threads": torch.get_num_threads()}
 
 
 def _kill_drill(cfg: dict, rank: int, world: int, step: int, resumed: bool) -> None:

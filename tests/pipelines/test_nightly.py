@@ -22,6 +22,7 @@ def test_flow_returns_the_stage_summaries(tiny_night):
     pre = result["preprocess"]["counts"]
     assert pre["inputs"] == 500 == pre["accepted"] + pre["rejected"]
     assert [t["model"]["name"] for t in result["train"]] == ["tiny-gan", "tiny-gpt"]
+    assert all(t["promoted"] for t in result["train"])  # tonight's versions passed the gate
     gen = result["generate"]
     assert gen["rows"] == 18 and gen["rejected"] == 0 and gen["by_modality"] == {"image": 12, "text": 6}
 
@@ -101,3 +102,26 @@ def test_flow_ran_one_task_per_source_and_left_a_summary_artifact(tiny_night):
     names, artifacts = asyncio.run(read())
     assert {"read-builtin:digits", "read-builtin:text-corpus", "train-tiny-gan", "train-tiny-gpt"} <= names
     assert artifacts and "| reject reason | rows |" in artifacts[0].data
+
+
+def test_the_gate_keeps_a_version_with_non_finite_metrics_out_of_production(tiny_night):
+    import shutil
+
+    from jobs import registry
+    from pipelines.config import as_dict
+    from pipelines.flows import promote_task
+
+    cfg, store, _ = tiny_night
+    current = registry.resolve(store, "tiny-gan").version
+    bad = "00000000-000000-nan"
+    shutil.copytree(store.path("models", "tiny-gan", current), store.path("models", "tiny-gan", bad))
+    card = store.read_json("models", "tiny-gan", current, "model_card.json")
+    store.write_json({**card, "version": bad, "final_metrics": {**card["final_metrics"], "d_loss": float("nan")}},
+                     "models", "tiny-gan", bad, "model_card.json")
+    try:
+        out = promote_task(as_dict(cfg), "tiny-gan", bad)
+        assert out["promoted"] is False and "d_loss" in out["reason"]
+        assert registry.resolve(store, "tiny-gan").version == current
+        assert promote_task(as_dict(cfg), "tiny-gan", current)["promoted"] is True
+    finally:
+        store.delete("models", "tiny-gan", bad)
