@@ -66,3 +66,21 @@ def test_promote_lists_versions_and_moves_production(tiny_night, capsys):
     finally:
         registry.promote_version(store, "tiny-gan", current)
         store.delete("models", "tiny-gan", older)
+
+
+def test_train_leaves_production_alone_unless_promote(tiny_night, capsys):
+    from jobs import registry
+
+    cfg, store, _ = tiny_night
+    current = registry.resolve(store, "tiny-gpt").version
+    args = ["train", "--model", "tiny-gpt", "--config", str(TINY_CONFIG), "--out", store.root]
+    try:
+        assert main(args) == 0
+        assert "(not promoted: `aigc promote` decides)" in capsys.readouterr().out
+        assert registry.resolve(store, "tiny-gpt").version == current
+        assert main([*args, "--promote"]) == 0
+        assert "(production)" in capsys.readouterr().out
+        newest = registry.versions(store, "tiny-gpt")[-1][0]["version"]
+        assert registry.resolve(store, "tiny-gpt").version == newest != current
+    finally:
+        registry.promote_version(store, "tiny-gpt", current)
