@@ -1,0 +1,95 @@
+"""Reproduce published rows from what they record: model version, seed, condition and sampler settings.
+
+The reproducibility rule makes a row a function of (checkpoint, seed, condition, sampler settings, device
+type), so any published row can be rebuilt and checked: the pixels or text must hash to the row's
+``content_sha256``, and an image re-encoded with the row's provenance must give the very PNG bytes that were
+published. Sampling goes through the same ``Generator`` the nightly job uses, in this process (no Ray).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from . import registry
+from .generate import Generator
+from .images import encode_png
+from .storage import Store
+
+COLUMNS = ["id", "run_date", "modality", "image", "text", "label", "prompt", "request_id", "model_name",
+           "model_version", "checkpoint_sha256", "seed", "sampler", "content_sha256", "provenance"]
+
+
+@dataclasses.dataclass
+class Regenerated:
+    id: str
+    run_date: str
+    model: str
+    identical: bool  # pixels/text hash to the row's content_sha256 (and the PNG bytes match, for images)
+    detail: str
+    path: str | None  # the rebuilt file, when an output folder was given
+
+
+def find_rows(store: Store, ids: list[str]) -> Any:
+    """The published rows with these ids, from every date partition (``_rejected``, ``_manifests`` and
+    staging folders are skipped: their names start with ``_``)."""
+    if not store.exists("generated"):
+        raise FileNotFoundError(f"nothing generated under {store.display('generated')}")
+    dataset = pads.dataset(store.path("generated"), filesystem=store.fs, format="parquet")
+    return dataset.to_table(columns=COLUMNS, filter=pc.field("id").isin(ids)).to_pandas()
+
+
+def regenerate(store: Store, ids: list[str], out_dir: str | None = None, use_gpu: bool = False) -> tuple[list[Regenerated], list[str]]:
+    """Rebuilds the rows ``ids``; returns one result per row found, and the ids that were not found."""
+    rows = find_rows(store, ids)
+    missing = sorted(set(ids) - set(rows["id"]))
+    results: list[Regenerated] = []
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+    for (name, version), group in rows.groupby(["model_name", "model_version"], sort=True):
+        ref = registry.resolve(store, name, version)
+        group = group.reset_index(drop=True)
+        out = Generator(store.root, {name: (version, ref.card["checkpoint_sha256"])}, use_gpu)(group)
+        for row, raw, text, error in zip(group.itertuples(index=False), out["raw"], out["text"], out["error"]):
+            results.append(_check(row, raw, text, error, ref.card, out_dir))
+    order = {i: k for k, i in enumerate(ids)}
+    return sorted(results, key=lambda r: order.get(r.id, 0)), missing
+
+
+def _check(row: Any, raw: bytes | None, text: str | None, error: str | None, card: dict[str, Any],
+           out_dir: str | None) -> Regenerated:
+    run_date = str(row.run_date)
+    model = f"{row.model_name}@{row.model_version}"
+    if error:
+        return Regenerated(row.id, run_date, model, False, f"sampling failed: {error}", None)
+    if card["checkpoint_sha256"] != row.checkpoint_sha256:
+        return Regenerated(row.id, run_date, model, False, "the registry's weights differ from the row's checkpoint", None)
+    path = None
+    if row.modality == "image":
+        size, channels = card["config"]["resolution"], card["config"]["channels"]
+        arr = np.frombuffer(raw, dtype=np.uint8).reshape(size, size, channels)
+        content = hashlib.sha256(arr.tobytes()).hexdigest()
+        png = encode_png(arr, json.loads(row.provenance))
+        same_png = row.image is not None and png == row.image["bytes"]
+        identical = content == row.content_sha256 and same_png
+        detail = "pixels and PNG bytes identical" if identical else (
+            "pixels identical, PNG bytes differ" if content == row.content_sha256 else "pixels differ")
+        if out_dir:
+            path = os.path.join(out_dir, f"{row.id}.png")
+            with open(path, "wb") as f:
+                f.write(png)
+    else:
+        identical = hashlib.sha256(text.encode()).hexdigest() == row.content_sha256 and text == row.text
+        detail = "text identical" if identical else "text differs"
+        if out_dir:
+            path = os.path.join(out_dir, f"{row.id}.txt")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+    return Regenerated(row.id, run_date, model, identical, detail, path)
