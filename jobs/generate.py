@@ -26,7 +26,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import ray
 
-from . import registry, schema
+from . import registry, request_table, schema
 from .images import encode_png
 from .publish import discard, publish, staging_dir
 from .specs import GenerateSpec, RequestSpec
@@ -57,40 +57,45 @@ def row_key(run_date: str, request_id: str, index: int) -> tuple[str, int]:
     return digest[:24], int(digest[24:40], 16) & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def expand_requests(requests: list[RequestSpec], models: dict[str, registry.ModelRef], run_date: str) -> pd.DataFrame:
-    """One row per sample to generate. Raises ``ValueError`` naming the request for anything it cannot do."""
+def expand_requests(requests: list[RequestSpec], models: dict[str, registry.ModelRef], run_date: str,
+                    where: list[str] | None = None, brief: list[int | None] | None = None) -> pd.DataFrame:
+    """One row per sample to generate. Raises ``ValueError`` naming the request (``where[i]``, default
+    ``generate.requests.i``) for anything it cannot do. ``brief[i]`` is request i's row among the request
+    tables' pass-through columns (``None`` for config requests)."""
     rows = []
     for pos, req in enumerate(requests):
         request_id = req.id or f"req-{pos}"
+        at = where[pos] if where else f"generate.requests.{pos}"
         if req.model not in models:
-            raise ValueError(f"generate.requests.{pos}.model: no model named {req.model!r}")
+            raise ValueError(f"{at}.model: no model named {req.model!r}")
         ref = models[req.model]
         card = ref.card
         defaults = card.get("sampler_defaults", {})
         unused = sorted(set(req.sampler_overrides()) - set(defaults))
         if unused:
-            raise ValueError(f"generate.requests.{pos}.{unused[0]}: {req.model} ({card['family']}) has no sampler "
+            raise ValueError(f"{at}.{unused[0]}: {req.model} ({card['family']}) has no sampler "
                              f"setting {unused[0]!r} (it takes: {', '.join(sorted(defaults)) or 'none'})")
         sampler = {**defaults, **req.sampler_overrides()}
         if req.per_label is not None:
             if card["modality"] != "image":
-                raise ValueError(f"generate.requests.{pos}: per_label needs an image model; {req.model} is {card['modality']}")
+                raise ValueError(f"{at}: per_label needs an image model; {req.model} is {card['modality']}")
             classes = card["config"].get("classes") or []
             labels = req.labels or classes or [None]
             unknown = [l for l in labels if l is not None and l not in classes]
             if unknown:
-                raise ValueError(f"generate.requests.{pos}.labels: {unknown} not among {req.model}'s classes {classes}")
+                raise ValueError(f"{at}.labels: {unknown} not among {req.model}'s classes {classes}")
             conditions = [("label", l) for l in labels for _ in range(req.per_label)]
         else:
             if card["modality"] != "text":
-                raise ValueError(f"generate.requests.{pos}: prompts need a text model; {req.model} is {card['modality']}")
+                raise ValueError(f"{at}: prompts need a text model; {req.model} is {card['modality']}")
             conditions = [("prompt", p) for p in req.prompts or [] for _ in range(req.per_prompt or 0)]
         for index, (kind, value) in enumerate(conditions):
             rid, seed = row_key(run_date, request_id, index)
             rows.append({"id": rid, "request_id": request_id, "model_name": req.model, "modality": card["modality"],
                          "label": value if kind == "label" else None, "prompt": value if kind == "prompt" else None,
-                         "seed": seed, "sampler": json.dumps(sampler, sort_keys=True)})
-    df = pd.DataFrame(rows, columns=["id", "request_id", "model_name", "modality", "label", "prompt", "seed", "sampler"])
+                         "seed": seed, "sampler": json.dumps(sampler, sort_keys=True),
+                         "brief": brief[pos] if brief else None})
+    df = pd.DataFrame(rows, columns=["id", "request_id", "model_name", "modality", "label", "prompt", "seed", "sampler", "brief"])
     if df["id"].duplicated().any():
         raise ValueError(f"two requests share a request id: {df.loc[df['id'].duplicated(), 'request_id'].iloc[0]!r}")
     return df
@@ -146,8 +151,10 @@ class Generator:
             return model.sample(conditions, seeds, **sampler)
 
 
-def encode_batch(batch: pd.DataFrame, run: dict[str, Any], store_root: str, rejected_dir: str) -> pa.Table:
-    """CPU stage: PNG-encode (with the provenance label inside), score, shape rows to the published schema."""
+def encode_batch(batch: pd.DataFrame, run: dict[str, Any], store_root: str, rejected_dir: str,
+                 briefs: pa.Table | None = None) -> pa.Table:
+    """CPU stage: PNG-encode (with the provenance label inside), score, shape rows to the published schema,
+    and append the request tables' pass-through columns (typed as given) to the rows of their briefs."""
     ok = batch["error"].isna()
     if (~ok).any():
         _write_rejected(batch[~ok], store_root, rejected_dir)
@@ -178,7 +185,14 @@ def encode_batch(batch: pd.DataFrame, run: dict[str, Any], store_root: str, reje
                   "provenance": json.dumps(provenance, sort_keys=True)}
         for k, v in values.items():
             cols[k].append(v)
-    return schema.table(cols, schema.GENERATED)
+    table = schema.table(cols, schema.GENERATED)
+    if briefs is None:
+        return table
+    index = pa.array([None if schema.scalar(b) is None else int(b) for b in batch["brief"]], type=pa.int64())
+    extra = briefs.take(index)
+    for name in extra.column_names:
+        table = table.append_column(name, extra.column(name))
+    return table.replace_schema_metadata(schema.with_hf_features(table.schema.remove_metadata()).metadata)
 
 
 def _image_quality(arr: np.ndarray) -> dict[str, Any]:
@@ -213,13 +227,24 @@ def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: st
     (default: each model's production version)."""
     started = time.time()
     date.fromisoformat(run_date)  # ValueError for a malformed date, before any work
-    names = sorted({r.model for r in spec.requests})
+    requests, where, brief, tables = list(spec.requests), [f"generate.requests.{i}" for i in range(len(spec.requests))], \
+        [None] * len(spec.requests), []
+    for table_spec in spec.request_tables:  # briefs from tables, after the config's requests
+        reqs, places, passthrough = request_table.load(table_spec)
+        brief += list(range(len(brief) - len(spec.requests), len(brief) - len(spec.requests) + len(reqs)))
+        requests, where = requests + reqs, where + places
+        tables.append((passthrough, len(reqs)))
+    briefs = request_table.briefs(tables)
+    for at, req in list(zip(where, requests))[len(spec.requests):]:  # a brief's typo names its table row
+        if not store.exists("models", req.model):
+            raise ValueError(f"{at}.model: no model named {req.model!r} under {store.display('models')}")
+    names = sorted({r.model for r in requests})
     models = {n: registry.resolve(store, n, (versions or {}).get(n)) for n in names}
-    rows = expand_requests(spec.requests, models, run_date)
+    rows = expand_requests(requests, models, run_date, where, brief)
     if count is not None:
         rows = rows.iloc[:count]
     if rows.empty:
-        raise ValueError("generate.requests: nothing to generate (no requests, or all counts are zero)")
+        raise ValueError("generate.requests: nothing to generate (no requests or request tables, or all counts are zero)")
     if spec.use_gpu and ray.cluster_resources().get("GPU", 0) < spec.num_gpus_per_actor:
         raise ValueError("generate.use_gpu is true but the Ray cluster has no GPU to give an actor")
 
@@ -240,7 +265,8 @@ def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: st
                                                                "models": {n: (r.version, r.path) for n, r in models.items()}},
                             batch_size=spec.batch_size, batch_format="pandas", concurrency=spec.concurrency,
                             num_gpus=spec.num_gpus_per_actor if spec.use_gpu else None, num_cpus=1)
-        ds = ds.map_batches(encode_batch, fn_kwargs={"run": run, "store_root": store.root, "rejected_dir": rejected_staging},
+        ds = ds.map_batches(encode_batch, fn_kwargs={"run": run, "store_root": store.root, "rejected_dir": rejected_staging,
+                                                     "briefs": briefs},
                             batch_format="pandas")
         ds.write_parquet(store.path(staging), filesystem=store.fs)
         gen_seconds = time.time() - gen_started

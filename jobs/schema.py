@@ -5,6 +5,8 @@ The ``image`` struct ``{bytes, path}`` is the layout Hugging Face ``datasets`` r
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pyarrow as pa
 
@@ -71,6 +73,31 @@ GENERATED = pa.schema([
     ("quality", QUALITY),
     ("provenance", pa.string()),
 ])
+
+
+def hf_features(arrow_schema: pa.Schema, images: tuple[str, ...] = ("image",)) -> dict:
+    """Hugging Face ``datasets`` feature spec of ``arrow_schema`` (what ``Features.to_dict()`` gives), with the
+    ``images`` columns as ``Image`` features, so ``load_dataset("parquet", ...)`` decodes them as pictures.
+    Written by hand because ``datasets`` is not a dependency; a test checks it against ``datasets`` itself."""
+    def feature(t: pa.DataType) -> dict:
+        if pa.types.is_struct(t):
+            return {t.field(i).name: feature(t.field(i).type) for i in range(t.num_fields)}
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            return {"feature": feature(t.value_type), "_type": "List"}
+        dtype = "date32" if pa.types.is_date32(t) else str(t)
+        dtype = {"double": "float64", "float": "float32", "halffloat": "float16"}.get(dtype, dtype)
+        return {"dtype": dtype, "_type": "Value"}
+
+    return {f.name: {"_type": "Image"} if f.name in images else feature(f.type) for f in arrow_schema}
+
+
+def with_hf_features(arrow_schema: pa.Schema) -> pa.Schema:
+    meta = {**(arrow_schema.metadata or {}),
+            b"huggingface": json.dumps({"info": {"features": hf_features(arrow_schema)}}).encode()}
+    return arrow_schema.with_metadata(meta)
+
+
+GENERATED = with_hf_features(GENERATED)  # datasets.load_dataset("parquet", ...) reads `image` as an Image
 
 
 def scalar(value):

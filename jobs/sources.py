@@ -320,33 +320,42 @@ def _read_text_group(source: TextFilesSource, first: int, paths: list[str]) -> p
     return _raw_frame(df, source.source_id)
 
 
-def _table(source: TableSource) -> Iterator[pd.DataFrame]:
-    """Streams the table in record batches, so a table larger than memory stages in constant memory."""
+def open_table(path: str, fmt: str = "auto", what: str = "table source") -> tuple[pa.Schema, Iterable[pa.RecordBatch]]:
+    """A Parquet (file or folder), CSV or JSONL table, local or URI, as its schema and a stream of record
+    batches, so a table larger than memory is read in constant memory."""
     import pyarrow.csv as pacsv
     import pyarrow.dataset as pads
     import pyarrow.fs as pafs
     import pyarrow.json as pajson
 
-    fmt = source.format
     if fmt == "auto":
-        suffix = source.path.lower().rsplit(".", 1)[-1]
+        suffix = path.lower().rsplit(".", 1)[-1]
         fmt = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "jsonl": "jsonl", "json": "jsonl", "ndjson": "jsonl"}.get(suffix)
         if fmt is None:
-            raise ValueError(f"table source {source.path}: cannot tell the format from the name; set format")
-    if "://" in source.path:
-        fs, path = pafs.FileSystem.from_uri(source.path)
+            raise ValueError(f"{what} {path}: cannot tell the format from the name; set format")
+    if "://" in path:
+        fs, local = pafs.FileSystem.from_uri(path)
     else:
-        fs, path = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(source.path))
-    if fs.get_file_info(path).type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"table source: {source.path} not found")
+        fs, local = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
+    if fs.get_file_info(local).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"{what}: {path} not found")
     if fmt == "parquet":
-        dataset = pads.dataset(path, filesystem=fs, format="parquet")
-        columns, batches = dataset.schema.names, dataset.to_batches(batch_size=STAGE_CHUNK)
-        yield from _table_chunks(source, columns, batches)
-        return
-    with fs.open_input_stream(path) as f:
-        reader = pacsv.open_csv(f) if fmt == "csv" else pajson.open_json(f)
-        yield from _table_chunks(source, reader.schema.names, reader)
+        dataset = pads.dataset(local, filesystem=fs, format="parquet")
+        return dataset.schema, dataset.to_batches(batch_size=STAGE_CHUNK)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        with fs.open_input_stream(local) as f:
+            yield from (pacsv.open_csv(f) if fmt == "csv" else pajson.open_json(f))
+
+    with fs.open_input_stream(local) as f:
+        first = pacsv.open_csv(f) if fmt == "csv" else pajson.open_json(f)
+        schema = first.schema
+    return schema, batches()
+
+
+def _table(source: TableSource) -> Iterator[pd.DataFrame]:
+    schema, batches = open_table(source.path, source.format)
+    yield from _table_chunks(source, schema.names, batches)
 
 
 def _table_chunks(source: TableSource, columns: list[str], batches: Iterable[pa.RecordBatch]) -> Iterator[pd.DataFrame]:

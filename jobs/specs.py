@@ -247,12 +247,22 @@ class RequestSpec(Strict):
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
+class RequestTableSpec(Strict):
+    """A table of briefs, one row per brief: ``request_id``, ``model``, ``count``, ``label`` (image models) or
+    ``prompt`` (text models), optional sampler columns (``temperature``, ``steps``, ...); every other column
+    is passed through, with its type, to each row generated for that brief."""
+
+    path: str  # Parquet (file or folder), CSV or JSONL; local or URI
+    format: Literal["auto", "parquet", "csv", "jsonl"] = "auto"
+
+
 class GenerateSpec(Strict):
     batch_size: int = Field(64, ge=1)  # rows per model call; never changes a row's output
     concurrency: int = Field(2, ge=1)  # generator actors
     use_gpu: bool = False
     num_gpus_per_actor: float = Field(1.0, gt=0)  # only with use_gpu
     requests: list[RequestSpec] = Field(default_factory=list)
+    request_tables: list[RequestTableSpec] = Field(default_factory=list)
 
 
 class ScheduleSpec(Strict):

@@ -112,3 +112,57 @@ def test_missing_production_model_is_a_clear_error(tmp_path, tiny_config, ray_lo
 
     with pytest.raises(FileNotFoundError, match="has no production version"):
         run_generation(tiny_config.generate, Store(str(tmp_path)), "2026-01-01", "x")
+
+
+def test_request_tables_pass_their_columns_through_to_every_row(tiny_night, tmp_path):
+    from jobs.specs import GenerateSpec, RequestTableSpec
+
+    cfg, store, _ = tiny_night
+    csv = tmp_path / "briefs.csv"
+    csv.write_text("request_id,model,label,count,sku,price,launch\n"
+                   "p-1,tiny-gan,3,2,SKU-003,9.5,2026-12-01\n"
+                   "p-2,tiny-gan,7,1,SKU-007,,2026-12-02\n")
+    jsonl = tmp_path / "copy.jsonl"
+    jsonl.write_text('{"request_id": "c-1", "model": "tiny-gpt", "prompt": "Sale: ", "count": 2, "max_new_tokens": 5,'
+                     ' "campaign": "winter", "sku": "SKU-003"}\n')
+    spec = GenerateSpec(requests=[RequestSpec(model="tiny-gan", labels=["1"], per_label=1)], concurrency=1,
+                        request_tables=[RequestTableSpec(path=str(csv)), RequestTableSpec(path=str(jsonl))])
+    result = run_generation(spec, store, "2026-03-01", cfg.name)
+    rows = _partition(store, "2026-03-01").sort_values(["request_id", "id"])
+    assert result.rows == len(rows) == 1 + 3 + 2 and result.manifest["by_request"] == {"c-1": 2, "p-1": 2, "p-2": 1, "req-0": 1}
+    assert rows[rows.request_id != "req-0"].groupby("request_id")["sku"].agg(set).to_dict() == {
+        "c-1": {"SKU-003"}, "p-1": {"SKU-003"}, "p-2": {"SKU-007"}}
+    assert rows.loc[rows.request_id == "req-0", ["sku", "campaign", "price"]].isna().all().all()
+    assert rows.loc[rows.request_id == "p-1", "label"].tolist() == ["3", "3"]
+    assert rows.loc[rows.request_id == "c-1", "campaign"].tolist() == ["winter", "winter"]
+    assert all(t.startswith("Sale: ") for t in rows.loc[rows.request_id == "c-1", "text"])
+    assert json.loads(rows.loc[rows.request_id == "c-1", "sampler"].iloc[0])["max_new_tokens"] == 5
+    types = pads.dataset(store.path("generated", "run_date=2026-03-01"), format="parquet").schema
+    assert str(types.field("price").type) == "double" and str(types.field("launch").type) == "date32[day]"
+    briefs = pd.read_csv(csv)  # the campaign tool joins its briefs back on request_id
+    joined = briefs.merge(rows[["request_id", "id"]], on="request_id")
+    assert joined.groupby("request_id").size().to_dict() == {"p-1": 2, "p-2": 1}
+
+
+def test_bad_request_tables_are_clear_errors_naming_the_row(tiny_night, tmp_path):
+    from jobs.specs import GenerateSpec, RequestTableSpec
+
+    cfg, store, _ = tiny_night
+
+    def run(text, name="t.csv"):
+        (tmp_path / name).write_text(text)
+        spec = GenerateSpec(request_tables=[RequestTableSpec(path=str(tmp_path / name))])
+        return run_generation(spec, store, "2026-03-02", cfg.name)
+
+    with pytest.raises(ValueError, match="missing column.s. count"):
+        run("request_id,model,label\na,tiny-gan,1\n")
+    with pytest.raises(ValueError, match="row 2: count: Input should be greater than or equal to 1"):
+        run("request_id,model,label,count\na,tiny-gan,1,1\nb,tiny-gan,1,0\n")
+    with pytest.raises(ValueError, match="row 1.model: no model named 'nope'"):
+        run("request_id,model,label,count\na,nope,1,1\n")
+    with pytest.raises(ValueError, match="column.s. seed would shadow generated columns"):
+        run("request_id,model,label,count,seed\na,tiny-gan,1,1,5\n")
+    with pytest.raises(FileNotFoundError, match="request table: .*missing.csv not found"):
+        run_generation(GenerateSpec(request_tables=[RequestTableSpec(path=str(tmp_path / "missing.csv"))]), store,
+                       "2026-03-02", cfg.name)
+    assert not store.exists("generated", "run_date=2026-03-02")
