@@ -227,11 +227,14 @@ def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: st
     (default: each model's production version)."""
     started = time.time()
     date.fromisoformat(run_date)  # ValueError for a malformed date, before any work
-    requests, where, brief, tables = list(spec.requests), [f"generate.requests.{i}" for i in range(len(spec.requests))], \
-        [None] * len(spec.requests), []
+    requests = list(spec.requests)
+    where = [f"generate.requests.{i}" for i in range(len(requests))]
+    brief: list[int | None] = [None] * len(requests)  # row in the stacked pass-through columns
+    tables = []
     for table_spec in spec.request_tables:  # briefs from tables, after the config's requests
         reqs, places, passthrough = request_table.load(table_spec)
-        brief += list(range(len(brief) - len(spec.requests), len(brief) - len(spec.requests) + len(reqs)))
+        first = sum(rows for _, rows in tables)
+        brief += range(first, first + len(reqs))
         requests, where = requests + reqs, where + places
         tables.append((passthrough, len(reqs)))
     briefs = request_table.briefs(tables)
