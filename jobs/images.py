@@ -1,17 +1,19 @@
 """PNG encoding and decoding with the AI-content label, and sample grids.
 
-Generated PNGs carry their provenance in ``tEXt`` chunks (``ai_generated``, ``provenance``), so a file
-pulled out of the table is still machine-readably marked as AI-generated.
+Generated PNGs carry their provenance label (``jobs.provenance.png_info``: ``tEXt`` chunks ``ai_generated`` and
+``provenance``, and an XMP packet with the IPTC digital source type), so a file pulled out of the table is still
+machine-readably marked as AI-generated.
 """
 
 from __future__ import annotations
 
 import io
-import json
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image
+
+from .provenance import png_info
 
 MODES = {1: "L", 3: "RGB"}
 
@@ -24,11 +26,9 @@ def to_pil(array: np.ndarray) -> Image.Image:
 
 
 def encode_png(array: np.ndarray, provenance: dict[str, Any] | None = None) -> bytes:
-    info = None
-    if provenance is not None:
-        info = PngImagePlugin.PngInfo()
-        info.add_text("ai_generated", "true")
-        info.add_text("provenance", json.dumps(provenance, sort_keys=True))
+    """``uint8 [H, W, 1|3]`` -> PNG bytes, labelled with ``provenance`` when given. Deterministic: the same
+    pixels and label give the same bytes."""
+    info = None if provenance is None else png_info(provenance)
     buf = io.BytesIO()
     to_pil(array).save(buf, format="PNG", pnginfo=info, optimize=False)
     return buf.getvalue()
