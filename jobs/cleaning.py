@@ -118,8 +118,16 @@ def normalise_text(text: object, opts: PreprocessSpec) -> str:
     tokens = len(cleaned.encode("utf-8"))
     if opts.max_text_tokens and tokens > opts.max_text_tokens:
         raise Reject("too_many_tokens", f"{tokens} > {opts.max_text_tokens} tokens (UTF-8 bytes)")
-    lowered = cleaned.casefold()
-    for term in opts.blocklist:
-        if re.search(rf"(?<!\w){re.escape(term.casefold())}(?!\w)", lowered):
-            raise Reject("blocked_term", f"blocked_term={term}")
+    term = blocked_term(cleaned, opts.blocklist)
+    if term is not None:
+        raise Reject("blocked_term", f"blocked_term={term}")
     return cleaned
+
+
+def blocked_term(text: str, blocklist: list[str]) -> str | None:
+    """The first blocklist term found in ``text`` as a whole word, case-insensitively (None if clean)."""
+    lowered = text.casefold()
+    for term in blocklist:
+        if re.search(rf"(?<!\w){re.escape(term.casefold())}(?!\w)", lowered):
+            return term
+    return None

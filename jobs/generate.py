@@ -1,12 +1,23 @@
-"""Batch generation on Ray Data: requests -> rows with ids and seeds -> generator actors -> PNG encoding
-and scoring -> Parquet, published atomically as ``ROOT/generated/run_date=YYYY-MM-DD/``.
+"""Batch generation on Ray Data, published atomically as ``ROOT/generated/run_date=YYYY-MM-DD/``.
+
+The pipeline: request *cells* (one per request x label or prompt, held on the driver) -> rows expanded from
+index ranges inside Ray tasks -> ``Generator`` actors (the models, on GPUs with ``use_gpu``) -> ``Finisher``
+actors on CPUs (PNG encoding with the provenance label, quality scores, filters) -> Parquet files cut by
+bytes. The driver never holds a row per sample, so a million-row night keeps its memory flat.
 
 Reproducibility: a row's id and seed come from (run date, request id, sample index), and each row is
-sampled on its own (``model.sample`` with one condition and one seed), so its bytes never depend on batch
-size, actor count or row order. ``batch_size`` only sets how many rows one actor call handles.
+sampled on its own, so its bytes never depend on batch size, actor count or row order.
 
-Rows whose sampling raises are not dropped: they land in ``ROOT/generated/_rejected/run_date=.../`` with
-the error, and the manifest counts them.
+Nothing is dropped: rows whose sampling raises and rows a filter refuses land in
+``ROOT/generated/_rejected/run_date=.../`` with a reason code; the manifest checks that
+generated = published + rejected. With ``filters.top_up`` the job samples replacements for the refused rows
+(each cell's extra indices continue a sequence of its own) until every cell has its count, for at most
+``top_up_rounds`` rounds.
+
+Resumable: the staging folder is named by a fingerprint of what the night will produce (cells, model
+versions, filters, briefs); a re-run after a crash finds it, keeps the files already written (a truncated
+file is deleted) and generates only the missing rows. Each top-up round's plan is saved before it runs, so
+an interrupted night publishes the same rows an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -14,28 +25,28 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import signal
 import time
-import uuid
+from collections import Counter
 from datetime import date, datetime, timezone
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pads
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from . import registry, request_table, schema
+from . import provenance, quality, registry, request_table, schema
 from .images import encode_png
-from .publish import discard, publish, staging_dir
-from .specs import GenerateSpec, RequestSpec
+from .publish import publish, resumable_staging
+from .specs import FilterSpec, GenerateSpec, RequestSpec
 from .storage import Store
 
-PRODUCER = "aigc-pipeline"
-REJECTED = pa.schema([("id", pa.string()), ("request_id", pa.string()), ("model_name", pa.string()),
-                      ("label", pa.string()), ("prompt", pa.string()), ("seed", pa.int64()),
-                      ("stage", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
+CELL_COLUMNS = ["request_id", "model_name", "modality", "label", "prompt", "sampler", "brief", "key", "start", "n"]
+ROW_COLUMNS = ["id", "request_id", "model_name", "modality", "label", "prompt", "seed", "sampler", "brief"]
 
 
 @dataclasses.dataclass
@@ -57,25 +68,27 @@ def row_key(run_date: str, request_id: str, index: int) -> tuple[str, int]:
     return digest[:24], int(digest[24:40], 16) & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def expand_requests(requests: list[RequestSpec], models: dict[str, registry.ModelRef], run_date: str,
-                    where: list[str] | None = None, brief: list[int | None] | None = None) -> pd.DataFrame:
-    """One row per sample to generate. Raises ``ValueError`` naming the request (``where[i]``, default
-    ``generate.requests.i``) for anything it cannot do. ``brief[i]`` is request i's row among the request
-    tables' pass-through columns (``None`` for config requests)."""
-    rows = []
+def plan_requests(requests: list[RequestSpec], models: dict[str, registry.ModelRef],
+                  where: list[str] | None = None, brief: list[int | None] | None = None) -> pd.DataFrame:
+    """One row per (request, label or prompt): the samples ``start .. start + n - 1`` of request ``key``.
+    Raises ``ValueError`` naming the request (``where[i]``, default ``generate.requests.i``) for anything it
+    cannot do. ``brief[i]`` is request i's row among the request tables' pass-through columns."""
+    cells, seen = [], set()
     for pos, req in enumerate(requests):
         request_id = req.id or f"req-{pos}"
         at = where[pos] if where else f"generate.requests.{pos}"
+        if request_id in seen:
+            raise ValueError(f"two requests share a request id: {request_id!r}")
+        seen.add(request_id)
         if req.model not in models:
             raise ValueError(f"{at}.model: no model named {req.model!r}")
-        ref = models[req.model]
-        card = ref.card
+        card = models[req.model].card
         defaults = card.get("sampler_defaults", {})
         unused = sorted(set(req.sampler_overrides()) - set(defaults))
         if unused:
             raise ValueError(f"{at}.{unused[0]}: {req.model} ({card['family']}) has no sampler "
                              f"setting {unused[0]!r} (it takes: {', '.join(sorted(defaults)) or 'none'})")
-        sampler = {**defaults, **req.sampler_overrides()}
+        sampler = json.dumps({**defaults, **req.sampler_overrides()}, sort_keys=True)
         if req.per_label is not None:
             if card["modality"] != "image":
                 raise ValueError(f"{at}: per_label needs an image model; {req.model} is {card['modality']}")
@@ -84,21 +97,50 @@ def expand_requests(requests: list[RequestSpec], models: dict[str, registry.Mode
             unknown = [l for l in labels if l is not None and l not in classes]
             if unknown:
                 raise ValueError(f"{at}.labels: {unknown} not among {req.model}'s classes {classes}")
-            conditions = [("label", l) for l in labels for _ in range(req.per_label)]
+            conditions, n = [("label", l) for l in labels], req.per_label
         else:
             if card["modality"] != "text":
                 raise ValueError(f"{at}: prompts need a text model; {req.model} is {card['modality']}")
-            conditions = [("prompt", p) for p in req.prompts or [] for _ in range(req.per_prompt or 0)]
-        for index, (kind, value) in enumerate(conditions):
-            rid, seed = row_key(run_date, request_id, index)
-            rows.append({"id": rid, "request_id": request_id, "model_name": req.model, "modality": card["modality"],
-                         "label": value if kind == "label" else None, "prompt": value if kind == "prompt" else None,
-                         "seed": seed, "sampler": json.dumps(sampler, sort_keys=True),
-                         "brief": brief[pos] if brief else None})
-    df = pd.DataFrame(rows, columns=["id", "request_id", "model_name", "modality", "label", "prompt", "seed", "sampler", "brief"])
-    if df["id"].duplicated().any():
-        raise ValueError(f"two requests share a request id: {df.loc[df['id'].duplicated(), 'request_id'].iloc[0]!r}")
-    return df
+            conditions, n = [("prompt", p) for p in req.prompts or []], req.per_prompt or 0
+        for k, (kind, value) in enumerate(conditions):
+            cells.append({"request_id": request_id, "model_name": req.model, "modality": card["modality"],
+                          "label": value if kind == "label" else None, "prompt": value if kind == "prompt" else None,
+                          "sampler": sampler, "brief": brief[pos] if brief else None, "key": request_id,
+                          "start": k * n, "n": n})
+    return pd.DataFrame(cells, columns=CELL_COLUMNS).astype({"start": "int64", "n": "int64"})
+
+
+def cap_cells(cells: pd.DataFrame, count: int | None) -> pd.DataFrame:
+    """The first ``count`` rows in request order (for quick runs)."""
+    if count is None:
+        return cells
+    before = cells["n"].cumsum() - cells["n"]
+    out = cells.assign(n=np.clip(count - before, 0, cells["n"]))
+    return out[out["n"] > 0].reset_index(drop=True)
+
+
+def rows_of(cells: pd.DataFrame, run_date: str, positions: np.ndarray) -> pd.DataFrame:
+    """Rows at ``positions`` of the cells laid end to end (row ``p`` is sample ``start + local`` of its cell)."""
+    ends = cells["n"].to_numpy().cumsum()
+    which = np.searchsorted(ends, positions, side="right")
+    local = positions - (ends - cells["n"].to_numpy())[which]
+    picked = cells.iloc[which].reset_index(drop=True)
+    keys = [row_key(run_date, k, int(i)) for k, i in zip(picked["key"], picked["start"].to_numpy() + local)]
+    picked.insert(0, "id", [k[0] for k in keys])
+    picked["seed"] = np.array([k[1] for k in keys], dtype=np.int64)
+    return picked[ROW_COLUMNS]
+
+
+def expand_requests(requests: list[RequestSpec], models: dict[str, registry.ModelRef], run_date: str,
+                    where: list[str] | None = None, brief: list[int | None] | None = None) -> pd.DataFrame:
+    """Every row of the requests, on the driver (the job itself expands cells inside Ray tasks)."""
+    cells = plan_requests(requests, models, where, brief)
+    return rows_of(cells, run_date, np.arange(int(cells["n"].sum())))
+
+
+def _expand(batch: dict[str, np.ndarray], cells: pd.DataFrame, run_date: str, skip: frozenset) -> pd.DataFrame:
+    rows = rows_of(cells, run_date, np.asarray(batch["id"], dtype=np.int64))
+    return rows[~rows["id"].isin(skip)] if skip else rows
 
 
 class Generator:
@@ -151,72 +193,220 @@ class Generator:
             return model.sample(conditions, seeds, **sampler)
 
 
-def encode_batch(batch: pd.DataFrame, run: dict[str, Any], store_root: str, rejected_dir: str,
-                 briefs: pa.Table | None = None) -> pa.Table:
-    """CPU stage: PNG-encode (with the provenance label inside), score, shape rows to the published schema,
-    and append the request tables' pass-through columns (typed as given) to the rows of their briefs."""
-    ok = batch["error"].isna()
-    if (~ok).any():
-        _write_rejected(batch[~ok], store_root, rejected_dir)
-    batch = batch[ok]
-    created = datetime.now(timezone.utc)
-    cols: dict[str, list] = {f.name: [] for f in schema.GENERATED}
-    for row in batch.itertuples(index=False):
-        model = run["models"][row.model_name]
-        provenance = {"ai_generated": True, "producer": PRODUCER, "content_id": row.id, "run_id": run["run_id"],
-                      "model": f"{row.model_name}@{model['version']}", "created_at": created.isoformat()}
-        image = width = height = mode = None
-        if row.modality == "image":
-            arr = np.frombuffer(row.raw, dtype=np.uint8).reshape(row.size, row.size, row.channels)
-            image = {"bytes": encode_png(arr, provenance), "path": f"{row.id}.png"}
-            content = hashlib.sha256(arr.tobytes()).hexdigest()
-            height, width, mode = arr.shape[0], arr.shape[1], "L" if arr.shape[2] == 1 else "RGB"
-            quality = _image_quality(arr)
+
+
+class Finisher:
+    """CPU stage: PNG-encodes images (with the provenance label inside), scores every row, applies the
+    filters, writes refused and failed rows to the rejected folder and returns the accepted rows in the
+    published schema, with the request tables' pass-through columns (typed as given) appended."""
+
+    def __init__(self, store_root: str, run: dict[str, Any], rejected_dir: str, filters: FilterSpec | None = None,
+                 briefs: pa.Table | None = None) -> None:
+        self.store = Store(store_root)
+        self.run, self.rejected_dir, self.briefs = run, rejected_dir, briefs
+        self.filters = filters or FilterSpec(enabled=False)
+        self.scorers = {name: quality.Scorer(self.store, m["path"], self.store.read_json(m["path"], "model_card.json"))
+                        for name, m in run["models"].items()}
+
+    def __call__(self, batch: pd.DataFrame) -> pa.Table:
+        batch = batch.reset_index(drop=True)
+        created = datetime.now(timezone.utc)
+        cols: dict[str, list] = {f.name: [] for f in schema.GENERATED_REJECTED}
+        images = self._score_images(batch)
+        for i, row in enumerate(batch.itertuples(index=False)):
+            model = self.run["models"][row.model_name]
+            label = provenance.label(row.id, self.run["run_id"], row.model_name, model["version"], created)
+            image = width = height = mode = content = quality_row = None
+            why: tuple[str, str] | None = None
+            if schema.scalar(row.error) is not None:
+                why, stage = ("generation_error", row.error), "generate"
+            elif row.modality == "image":
+                arr, quality_row = images[i]
+                image = {"bytes": encode_png(arr, label), "path": f"{row.id}.png"}
+                content = hashlib.sha256(arr.tobytes()).hexdigest()
+                height, width, mode = arr.shape[0], arr.shape[1], "L" if arr.shape[2] == 1 else "RGB"
+            else:
+                generated = row.text[len(schema.scalar(row.prompt) or ""):]
+                quality_row = self.scorers[row.model_name].text(generated)
+                content = hashlib.sha256(row.text.encode()).hexdigest()
+            if why is None:
+                stage = "filter"
+                scorer = self.scorers[row.model_name]
+                why = quality.verdict(row.modality, quality_row, None if row.modality == "image" else
+                                      row.text[len(schema.scalar(row.prompt) or ""):], self.filters, scorer.near_copy_threshold)
+            values = {"id": row.id, "run_id": self.run["run_id"], "run_date": date.fromisoformat(self.run["run_date"]),
+                      "created_at": created, "modality": row.modality, "image": image, "width": width, "height": height,
+                      "mode": mode, "text": schema.scalar(row.text), "label": schema.scalar(row.label),
+                      "prompt": schema.scalar(row.prompt), "request_id": row.request_id,
+                      "model_name": row.model_name, "model_family": model["family"], "model_version": model["version"],
+                      "checkpoint_sha256": model["checkpoint_sha256"], "dataset_version": model["dataset_version"],
+                      "seed": int(row.seed), "sampler": row.sampler, "content_sha256": content, "quality": quality_row,
+                      "provenance": json.dumps(label, sort_keys=True),
+                      "stage": stage if why else None, "reason": why[0] if why else None, "detail": why[1] if why else None}
+            for k, v in values.items():
+                cols[k].append(v)
+        self._kill_drill()
+        table = schema.table(cols, schema.GENERATED_REJECTED)
+        refused = pc.is_valid(table.column("reason"))
+        if pc.any(refused).as_py():
+            self._write_rejected(table.filter(refused))
+        accepted = pc.invert(refused)
+        table = table.filter(accepted).select(schema.GENERATED.names).cast(schema.GENERATED)
+        if self.briefs is None:
+            return table
+        index = pa.array([None if schema.scalar(b) is None else int(b) for b in batch["brief"]], type=pa.int64()).filter(accepted)
+        extra = self.briefs.take(index)
+        for name in extra.column_names:
+            table = table.append_column(name, extra.column(name))
+        return table.replace_schema_metadata(schema.with_hf_features(table.schema.remove_metadata()).metadata)
+
+    def _kill_drill(self) -> None:
+        """Fire drill for the resume path (``AIGC_GENERATE_KILL_AFTER_BATCHES=K`` in the driver's
+        environment): after this actor's K-th batch, give the batches before it time to reach their files,
+        then SIGKILL the driver, as a lost head node would."""
+        drill = self.run.get("kill_drill")
+        self.calls = getattr(self, "calls", 0) + 1
+        if drill and self.calls > drill["after_batches"]:
+            time.sleep(3)
+            os.kill(drill["pid"], signal.SIGKILL)
+
+    def _score_images(self, batch: pd.DataFrame) -> dict[int, tuple[np.ndarray, dict[str, Any]]]:
+        """Row position -> (pixels, quality scores), scored per model in one call each."""
+        out: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
+        ok = batch[(batch["modality"] == "image") & batch["error"].isna()]
+        for name, group in ok.groupby("model_name", sort=False):
+            arrs = np.stack([np.frombuffer(r.raw, dtype=np.uint8).reshape(r.size, r.size, r.channels)
+                             for r in group.itertuples(index=False)])
+            scores = self.scorers[name].images(arrs, [schema.scalar(l) for l in group["label"]])
+            out.update({i: (a, s) for i, a, s in zip(group.index, arrs, scores)})
+        return out
+
+    def _write_rejected(self, table: pa.Table) -> None:
+        name = hashlib.sha256("".join(sorted(table.column("id").to_pylist())).encode()).hexdigest()[:16]
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf)  # a retried batch overwrites its own file
+        self.store.write_bytes(buf.getvalue().to_pybytes(), self.rejected_dir, f"{name}.parquet")
+
+
+# ---- the driver ------------------------------------------------------------------------------------
+
+def _load_requests(spec: GenerateSpec, store: Store, models_for: Any) -> tuple[pd.DataFrame, pa.Table | None, dict]:
+    """Config requests, then request tables' briefs: (cells, stacked pass-through columns, model refs)."""
+    requests = list(spec.requests)
+    where = [f"generate.requests.{i}" for i in range(len(requests))]
+    brief: list[int | None] = [None] * len(requests)  # row in the stacked pass-through columns
+    tables = []
+    for table_spec in spec.request_tables:
+        reqs, places, passthrough = request_table.load(table_spec)
+        first = sum(rows for _, rows in tables)
+        brief += range(first, first + len(reqs))
+        requests, where = requests + reqs, where + places
+        tables.append((passthrough, len(reqs)))
+    for at, req in list(zip(where, requests))[len(spec.requests):]:  # a brief's typo names its table row
+        if not store.exists("models", req.model):
+            raise ValueError(f"{at}.model: no model named {req.model!r} under {store.display('models')}")
+    models = models_for(sorted({r.model for r in requests}))
+    return plan_requests(requests, models, where, brief), request_table.briefs(tables), models
+
+
+def _fingerprint(run_date: str, cells: pd.DataFrame, models: dict[str, registry.ModelRef], filters: FilterSpec,
+                 briefs: pa.Table | None) -> str:
+    h = hashlib.sha256(json.dumps([run_date, schema.SCHEMA_VERSION, filters.model_dump(),
+                                   {n: r.card["checkpoint_sha256"] for n, r in sorted(models.items())}]).encode())
+    h.update(pd.util.hash_pandas_object(cells.astype(str), index=False).to_numpy().tobytes())
+    if briefs is not None:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, briefs.schema) as w:
+            w.write_table(briefs)
+        h.update(sink.getvalue().to_pybytes())
+    return h.hexdigest()
+
+
+def _bytes_per_row(cells: pd.DataFrame, models: dict[str, registry.ModelRef]) -> int:
+    """A generous upper bound of one published row's bytes (PNGs of noise barely compress; labels and
+    lineage strings add a few KB), used to cut files and row groups by bytes."""
+    worst = 0
+    for name, group in cells.groupby("model_name"):
+        cfg = models[name].card["config"]
+        if models[name].card["modality"] == "image":
+            payload = cfg["resolution"] ** 2 * cfg["channels"] + 1024
         else:
-            quality = _text_quality(row.text[len(schema.scalar(row.prompt) or ""):])
-            content = hashlib.sha256(row.text.encode()).hexdigest()
-        values = {"id": row.id, "run_id": run["run_id"], "run_date": date.fromisoformat(run["run_date"]),
-                  "created_at": created, "modality": row.modality, "image": image, "width": width, "height": height,
-                  "mode": mode, "text": schema.scalar(row.text), "label": schema.scalar(row.label),
-                  "prompt": schema.scalar(row.prompt), "request_id": row.request_id,
-                  "model_name": row.model_name, "model_family": model["family"], "model_version": model["version"],
-                  "checkpoint_sha256": model["checkpoint_sha256"], "dataset_version": model["dataset_version"],
-                  "seed": int(row.seed), "sampler": row.sampler, "content_sha256": content, "quality": quality,
-                  "provenance": json.dumps(provenance, sort_keys=True)}
-        for k, v in values.items():
-            cols[k].append(v)
-    table = schema.table(cols, schema.GENERATED)
-    if briefs is None:
-        return table
-    index = pa.array([None if schema.scalar(b) is None else int(b) for b in batch["brief"]], type=pa.int64())
-    extra = briefs.take(index)
-    for name in extra.column_names:
-        table = table.append_column(name, extra.column(name))
-    return table.replace_schema_metadata(schema.with_hf_features(table.schema.remove_metadata()).metadata)
+            longest = max(len((p or "").encode()) for p in group["prompt"])
+            payload = longest + 4 * max(json.loads(s).get("max_new_tokens", 256) for s in group["sampler"])
+        worst = max(worst, payload)
+    return worst + 6 * 1024
 
 
-def _image_quality(arr: np.ndarray) -> dict[str, Any]:
-    gray = arr.astype(np.float64).mean(axis=2)
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).mean()
-    return {"contrast": float(gray.std() / 127.5), "ink": float((np.abs(gray - border) > 64).mean()),
-            "distinct_2": None, "length": None}
+class _Staging:
+    """What a staging folder already holds: ids written (accepted or rejected) and the top-up plans."""
+
+    def __init__(self, store: Store, path: str) -> None:
+        self.store, self.path = store, path
+
+    def files(self, rejected: bool = False) -> list[str]:
+        where = (self.path, "_rejected") if rejected else (self.path,)
+        if not self.store.exists(*where):
+            return []
+        return [f for f in self.store.files(*where, suffix=".parquet")
+                if rejected or not f[len(self.store.path(self.path)) + 1:].startswith("_")]
+
+    def drop_truncated(self) -> int:
+        """Deletes files a killed run left half-written (no readable footer); their rows are generated again."""
+        dropped = 0
+        for f in self.files() + self.files(rejected=True):
+            try:
+                pq.read_metadata(f, filesystem=self.store.fs)
+            except Exception:
+                self.store.fs.delete_file(f)
+                dropped += 1
+        return dropped
+
+    def ids(self) -> frozenset:
+        out: set = set()
+        for f in self.files() + self.files(rejected=True):
+            out.update(pq.read_table(f, columns=["id"], filesystem=self.store.fs).column("id").to_pylist())
+        return frozenset(out)
+
+    def accepted_per_cell(self) -> Counter:
+        counts: Counter = Counter()
+        for f in self.files():
+            t = pq.read_table(f, columns=["request_id", "label", "prompt"], filesystem=self.store.fs)
+            counts.update(zip(t.column("request_id").to_pylist(), t.column("label").to_pylist(), t.column("prompt").to_pylist()))
+        return counts
+
+    def plans(self) -> list[list[dict[str, Any]]]:
+        return self.store.read_json(self.path, "_progress.json")["plans"] if self.store.exists(self.path, "_progress.json") else []
+
+    def save_plans(self, plans: list[list[dict[str, Any]]]) -> None:
+        self.store.write_json({"plans": plans}, self.path, "_progress.json")
 
 
-def _text_quality(generated: str) -> dict[str, Any]:
-    data = generated.encode()
-    bigrams = [data[i:i + 2] for i in range(len(data) - 1)]
-    return {"contrast": None, "ink": None, "distinct_2": len(set(bigrams)) / len(bigrams) if bigrams else 0.0,
-            "length": len(generated)}
+def _top_up_plan(cells: pd.DataFrame, accepted: Counter, plans: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Replacement samples for every cell short of its count: its own top-up sequence, continued."""
+    used: dict[tuple, int] = {}
+    for plan in plans:
+        for c in plan:
+            used[(c["request_id"], c["label"], c["prompt"])] = c["start"] + c["n"]
+    plan = []
+    for cell in cells.itertuples(index=False):
+        k = (cell.request_id, schema.scalar(cell.label), schema.scalar(cell.prompt))
+        short = int(cell.n) - accepted.get(k, 0)
+        if short > 0:
+            plan.append({"request_id": k[0], "label": k[1], "prompt": k[2], "start": used.get(k, 0), "n": short})
+    return plan
 
 
-def _write_rejected(batch: pd.DataFrame, store_root: str, rejected_dir: str) -> None:
-    store = Store(store_root)
-    part = batch.assign(stage="generate", reason="generation_error", detail=batch["error"])
-    table = pa.Table.from_pandas(part[[f.name for f in REJECTED]], schema=REJECTED, preserve_index=False)
-    name = hashlib.sha256("".join(sorted(part["id"])).encode()).hexdigest()[:16]  # a retried batch overwrites itself
-    buf = pa.BufferOutputStream()
-    pq.write_table(table, buf)
-    store.write_bytes(buf.getvalue().to_pybytes(), rejected_dir, f"{name}.parquet")
+def _plan_cells(cells: pd.DataFrame, plan: list[dict[str, Any]]) -> pd.DataFrame:
+    base: dict[tuple, dict[str, Any]] = {}
+    for cell in cells.to_dict("records"):
+        base.setdefault((cell["request_id"], schema.scalar(cell["label"]), schema.scalar(cell["prompt"])), cell)
+    rows = []
+    for c in plan:
+        row = dict(base[(c["request_id"], c["label"], c["prompt"])])
+        row.update(key=f"{c['request_id']}|top-up|{c['label'] if c['label'] is not None else c['prompt']}",
+                   start=c["start"], n=c["n"])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=CELL_COLUMNS).astype({"start": "int64", "n": "int64"})
 
 
 def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: str,
@@ -224,97 +414,122 @@ def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: st
     """Generates the configured requests for ``run_date`` and publishes the partition whole.
 
     ``count`` caps the rows (first N in request order) for quick runs; ``versions`` pins model versions
-    (default: each model's production version)."""
+    (default: each model's production version). An interrupted run of the same night resumes."""
     started = time.time()
     date.fromisoformat(run_date)  # ValueError for a malformed date, before any work
-    requests = list(spec.requests)
-    where = [f"generate.requests.{i}" for i in range(len(requests))]
-    brief: list[int | None] = [None] * len(requests)  # row in the stacked pass-through columns
-    tables = []
-    for table_spec in spec.request_tables:  # briefs from tables, after the config's requests
-        reqs, places, passthrough = request_table.load(table_spec)
-        first = sum(rows for _, rows in tables)
-        brief += range(first, first + len(reqs))
-        requests, where = requests + reqs, where + places
-        tables.append((passthrough, len(reqs)))
-    briefs = request_table.briefs(tables)
-    for at, req in list(zip(where, requests))[len(spec.requests):]:  # a brief's typo names its table row
-        if not store.exists("models", req.model):
-            raise ValueError(f"{at}.model: no model named {req.model!r} under {store.display('models')}")
-    names = sorted({r.model for r in requests})
-    models = {n: registry.resolve(store, n, (versions or {}).get(n)) for n in names}
-    rows = expand_requests(requests, models, run_date, where, brief)
-    if count is not None:
-        rows = rows.iloc[:count]
-    if rows.empty:
+    cells, briefs, models = _load_requests(
+        spec, store, lambda names: {n: registry.resolve(store, n, (versions or {}).get(n)) for n in names})
+    cells = cap_cells(cells, count)
+    if cells.empty or cells["n"].sum() == 0:
         raise ValueError("generate.requests: nothing to generate (no requests or request tables, or all counts are zero)")
     if spec.use_gpu and ray.cluster_resources().get("GPU", 0) < spec.num_gpus_per_actor:
         raise ValueError("generate.use_gpu is true but the Ray cluster has no GPU to give an actor")
-
-    run_id = f"{run_name}:{run_date}:{uuid.uuid4().hex[:8]}"
+    cells = cells.sort_values("model_name", kind="stable").reset_index(drop=True)  # blocks of one model
+    key = _fingerprint(run_date, cells, models, spec.filters, briefs)
     partition = f"run_date={run_date}"
-    staging = staging_dir(store, "generated", partition)
-    rejected_staging = f"{staging}/_rejected"
-    run = {"run_id": run_id, "run_date": run_date,
+    staging_path, resumed = resumable_staging(store, "generated", partition, key[:16])
+    staging = _Staging(store, staging_path)
+    run = {"run_id": f"{run_name}:{run_date}:{key[:8]}", "run_date": run_date,
            "models": {n: {"version": r.version, "family": r.card["family"], "checkpoint_sha256": r.card["checkpoint_sha256"],
-                          "dataset_version": r.card["dataset_version"]} for n, r in models.items()}}
-    rows = rows.sort_values(["model_name", "id"], kind="stable").reset_index(drop=True)
-    n_blocks = max(1, min(len(rows) // spec.batch_size, 8 * spec.concurrency))
-    bounds = np.linspace(0, len(rows), n_blocks + 1).astype(int)
+                          "dataset_version": r.card["dataset_version"], "path": r.path} for n, r in models.items()}}
+    if os.environ.get("AIGC_GENERATE_KILL_AFTER_BATCHES"):  # see Finisher._kill_drill
+        run["kill_drill"] = {"after_batches": int(os.environ["AIGC_GENERATE_KILL_AFTER_BATCHES"]), "pid": os.getpid()}
+    resume = {"truncated_files_dropped": staging.drop_truncated(), "rows_found": 0} if resumed else None
+    per_row = _bytes_per_row(cells, models)
     gen_started = time.time()
-    try:
-        ds = ray.data.from_pandas([rows.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
-        ds = ds.map_batches(Generator, fn_constructor_kwargs={"root": store.root, "use_gpu": spec.use_gpu,
-                                                               "models": {n: (r.version, r.path) for n, r in models.items()}},
-                            batch_size=spec.batch_size, batch_format="pandas", concurrency=spec.concurrency,
-                            num_gpus=spec.num_gpus_per_actor if spec.use_gpu else None, num_cpus=1)
-        ds = ds.map_batches(encode_batch, fn_kwargs={"run": run, "store_root": store.root, "rejected_dir": rejected_staging,
-                                                     "briefs": briefs},
-                            batch_format="pandas")
-        ds.write_parquet(store.path(staging), filesystem=store.fs)
-        gen_seconds = time.time() - gen_started
-        manifest = _manifest(store, staging, rows, run, gen_seconds)
-        published = manifest["rows"]
-        if published + manifest["rejected"] != len(rows):
-            raise RuntimeError(f"accounting broke: {len(rows)} requested, {published} written, {manifest['rejected']} rejected")
-        if store.exists(rejected_staging):
-            publish(store, rejected_staging, "generated/_rejected", partition)
-        else:
-            store.delete("generated/_rejected", partition)  # a re-run without rejects leaves none behind
-        publish(store, staging, "generated", partition)
-        store.write_json(manifest, "generated/_manifests", f"{partition}.json")
-    except BaseException:
-        discard(store, staging)
-        raise
+    done = staging.ids() if resumed else frozenset()
+    if resume is not None:
+        resume["rows_found"] = len(done)
+        print(f"[generate] resuming {partition}: {len(done)} rows already written in {store.display(staging_path)}", flush=True)
+    _run_pipeline(cells, done, spec, store, staging_path, run, briefs, per_row)
+    generated, rounds = int(cells["n"].sum()), []
+    if spec.filters.enabled and spec.filters.top_up:
+        plans = staging.plans()
+        for r in range(spec.filters.top_up_rounds):
+            if r == len(plans):
+                plan = _top_up_plan(cells, staging.accepted_per_cell(), plans)
+                if not plan:
+                    break
+                plans.append(plan)
+                staging.save_plans(plans)  # before the work: a resumed night replays the same plan
+            extra = _plan_cells(cells, plans[r])
+            generated += int(extra["n"].sum())
+            _run_pipeline(extra, staging.ids(), spec, store, staging_path, run, briefs, per_row)
+            rounds.append(int(extra["n"].sum()))
+    gen_seconds = time.time() - gen_started
+    manifest = _manifest(store, staging, cells, run, generated, gen_seconds, rounds, resume, spec.filters)
+    if manifest["rows"] + manifest["rejected"] != generated:
+        raise RuntimeError(f"accounting broke: {generated} generated, {manifest['rows']} written, {manifest['rejected']} rejected")
+    store.delete(staging_path, "_progress.json")
+    if store.exists(staging_path, "_rejected"):
+        publish(store, f"{staging_path}/_rejected", "generated/_rejected", partition)
+    else:
+        store.delete("generated/_rejected", partition)  # a re-run without rejects leaves none behind
+    publish(store, staging_path, "generated", partition)
+    store.write_json(manifest, "generated/_manifests", f"{partition}.json")
     seconds = time.time() - started
-    return GenerateResult(run_date, run_id, store.display("generated", partition), published, manifest["rejected"],
-                          manifest["by_modality"], seconds, len(rows) / max(gen_seconds, 1e-9), manifest)
+    return GenerateResult(run_date, run["run_id"], store.display("generated", partition), manifest["rows"],
+                          manifest["rejected"], manifest["by_modality"], seconds, generated / max(gen_seconds, 1e-9), manifest)
 
 
-def _manifest(store: Store, staging: str, rows: pd.DataFrame, run: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """Counts and checksums of what was written (read back from the files, not assumed)."""
-    files = []
-    for path in store.files(staging, suffix=".parquet"):
-        rel = path[len(store.path(staging)) + 1:]
-        if rel.startswith("_"):
-            continue
-        with store.fs.open_input_file(path) as f:
-            data = f.read()
-        files.append({"path": rel, "rows": pq.read_metadata(pa.BufferReader(data)).num_rows,
-                      "sha256": hashlib.sha256(data).hexdigest()})
-    cols = ["modality", "model_name", "request_id", "label"]
-    written = (pads.dataset(store.path(staging), filesystem=store.fs, format="parquet").to_table(columns=cols).to_pandas()
-               if files else pd.DataFrame(columns=cols))
-    rejected = (pads.dataset(store.path(staging, "_rejected"), filesystem=store.fs, format="parquet").count_rows()
-                if store.exists(staging, "_rejected") else 0)
+def _run_pipeline(cells: pd.DataFrame, skip: frozenset, spec: GenerateSpec, store: Store, staging: str,
+                  run: dict[str, Any], briefs: pa.Table | None, per_row: int) -> None:
+    """One Ray Data pass: expand ``cells`` (minus ``skip``) -> Generator -> Finisher -> Parquet in ``staging``."""
+    total = int(cells["n"].sum())
+    if total == 0:
+        return
+    lo, hi, initial = spec.pool()
+    blocks = max(1, min(total // spec.batch_size, 8 * hi))
+    ds = ray.data.range(total, override_num_blocks=blocks)
+    ds = ds.map_batches(_expand, fn_kwargs={"cells": cells, "run_date": run["run_date"], "skip": skip},
+                        batch_size=None, batch_format="numpy")
+    ds = ds.map_batches(Generator, fn_constructor_kwargs={"root": store.root, "use_gpu": spec.use_gpu,
+                                                           "models": {n: (m["version"], m["path"]) for n, m in run["models"].items()}},
+                        batch_size=spec.batch_size, batch_format="pandas",
+                        concurrency=hi if lo == hi else (lo, hi, initial),
+                        num_gpus=spec.num_gpus_per_actor if spec.use_gpu else None, num_cpus=1)
+    elo, ehi, einitial = spec.pool("encode_concurrency")
+    ds = ds.map_batches(Finisher, fn_constructor_kwargs={"store_root": store.root, "run": run, "filters": spec.filters,
+                                                          "rejected_dir": f"{staging}/_rejected", "briefs": briefs},
+                        batch_format="pandas", concurrency=ehi if elo == ehi else (elo, ehi, einitial), num_cpus=0.5)
+    ds.write_parquet(store.path(staging), filesystem=store.fs,
+                     max_rows_per_file=max(1, spec.max_file_bytes // per_row),
+                     row_group_size=max(1, min(spec.row_group_bytes, spec.max_file_bytes) // per_row))
 
-    def tally(col: str) -> dict[str, int]:
-        return {str(k): int(v) for k, v in written[col].dropna().value_counts().sort_index().items()}
 
+def _manifest(store: Store, staging: _Staging, cells: pd.DataFrame, run: dict[str, Any], generated: int,
+              seconds: float, rounds: list[int], resume: dict | None, filters: FilterSpec) -> dict[str, Any]:
+    """Counts and checksums of what was written, read back from the files batch by batch (flat memory)."""
+    files, tallies = [], {c: Counter() for c in ("modality", "model_name", "request_id", "label")}
+    for path in staging.files():
+        digest, size = hashlib.sha256(), 0
+        with store.fs.open_input_stream(path) as f:
+            while chunk := f.read(8 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+        meta = pq.read_metadata(path, filesystem=store.fs)
+        files.append({"path": path[len(store.path(staging.path)) + 1:], "rows": meta.num_rows, "bytes": size,
+                      "row_groups": meta.num_row_groups, "sha256": digest.hexdigest()})
+        t = pq.read_table(path, columns=list(tallies), filesystem=store.fs)
+        for c, counter in tallies.items():
+            counter.update(v for v in t.column(c).to_pylist() if v is not None)
+    reasons: Counter = Counter()
+    for path in staging.files(rejected=True):
+        reasons.update(pq.read_table(path, columns=["reason"], filesystem=store.fs).column("reason").to_pylist())
+    rows = sum(f["rows"] for f in files)
+    targets = Counter()
+    for cell in cells.itertuples(index=False):
+        targets[cell.request_id] += int(cell.n)
+    short = {r: n - tallies["request_id"].get(r, 0) for r, n in targets.items() if tallies["request_id"].get(r, 0) < n}
     return {
         "run_id": run["run_id"], "run_date": run["run_date"], "schema_version": schema.SCHEMA_VERSION,
-        "created_at": datetime.now(timezone.utc).isoformat(), "requested": len(rows), "rows": len(written),
-        "rejected": int(rejected), "by_modality": tally("modality"), "by_model": tally("model_name"),
-        "by_request": tally("request_id"), "by_label": tally("label"), "models": run["models"], "files": files,
-        "timings": {"generate_seconds": round(seconds, 3), "rows_per_second": round(len(rows) / max(seconds, 1e-9), 2)},
+        "created_at": datetime.now(timezone.utc).isoformat(), "requested": int(cells["n"].sum()),
+        "generated": generated, "rows": rows, "rejected": sum(reasons.values()),
+        "rejected_by_reason": dict(sorted(reasons.items())),
+        "by_modality": dict(sorted(tallies["modality"].items())), "by_model": dict(sorted(tallies["model_name"].items())),
+        "by_request": dict(sorted(tallies["request_id"].items())), "by_label": dict(sorted(tallies["label"].items())),
+        "short_of_request": dict(sorted(short.items())),
+        "filters": filters.model_dump(), "top_up": {"rounds": len(rounds), "extra_rows": sum(rounds), "per_round": rounds},
+        "resumed": resume, "models": run["models"], "files": files,
+        "timings": {"generate_seconds": round(seconds, 3), "rows_per_second": round(generated / max(seconds, 1e-9), 2)},
     }

@@ -20,6 +20,19 @@ def staging_dir(store: Store, area: str, name: str) -> str:
     return path
 
 
+def resumable_staging(store: Store, area: str, name: str, key: str) -> tuple[str, bool]:
+    """The staging path of ``area/name`` for the work fingerprinted by ``key``, and whether it already
+    exists (an interrupted run of the same work: resume it). Staging left by runs of *other* work for the
+    same name can never be resumed and is deleted."""
+    path = f"{area}/_staging/{name}.{key}"
+    for entry in store.listdir(area, "_staging") if store.exists(area, "_staging") else []:
+        if entry.startswith(f"{name}.") and entry != f"{name}.{key}":
+            store.delete(area, "_staging", entry)
+    resumed = store.exists(path)
+    store.makedirs(path)
+    return path, resumed
+
+
 def publish(store: Store, staging: str, area: str, name: str) -> str:
     target = f"{area}/{name}"
     trash = f"{area}/_staging/_replaced.{name}.{uuid.uuid4().hex[:12]}"

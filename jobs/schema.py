@@ -10,7 +10,7 @@ import json
 import pandas as pd
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: quality scores of the filters
 
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
@@ -46,6 +46,12 @@ QUALITY = pa.struct([
     ("ink", pa.float64()),  # images: share of pixels far from the background
     ("distinct_2", pa.float64()),  # texts: distinct byte bigrams / bigrams
     ("length", pa.int32()),  # texts: generated characters (without the prompt)
+    ("repetition", pa.float64()),  # texts: share of word 3-grams that repeat an earlier one
+    ("training_overlap", pa.float64()),  # texts: share of 24-char shingles found in the training texts
+    ("label_confidence", pa.float64()),  # conditional images: the domain classifier's P(requested label)
+    ("predicted_label", pa.string()),  # conditional images: the classifier's most likely label
+    ("nearest_train_distance", pa.float64()),  # images: RMS pixel distance (0..1) to the nearest training image
+    ("nearest_train_id", pa.string()),  # images: that training image's curated id
 ])
 
 GENERATED = pa.schema([
@@ -99,6 +105,13 @@ def with_hf_features(arrow_schema: pa.Schema) -> pa.Schema:
 
 GENERATED = with_hf_features(GENERATED)  # datasets.load_dataset("parquet", ...) reads `image` as an Image
 
+# generated rows that did not make it: the same columns (image/text null where sampling failed) plus why
+GENERATED_REJECTED = with_hf_features(pa.schema(list(GENERATED.remove_metadata()) + [
+    ("stage", pa.string()),  # generate (sampling raised) or filter
+    ("reason", pa.string()),  # generation_error, low_label_confidence, near_copy, blank_image, too_short, ...
+    ("detail", pa.string()),
+]))
+
 
 def scalar(value):
     """``None`` for pandas' missing markers (``NA``, ``NaN``, ``NaT``), the value otherwise."""
@@ -114,3 +127,22 @@ def table(rows: dict[str, list], schema: pa.Schema) -> pa.Table:
     """A table with exactly ``schema``'s columns, in order; missing columns are all-null."""
     n = len(next(iter(rows.values()))) if rows else 0
     return pa.table({f.name: pa.array(rows.get(f.name, [None] * n), type=f.type) for f in schema}, schema=schema)
+
+
+def augmented(modality: str) -> pa.Schema:
+    """Rows of an augmented dataset (``aigc augment``): curated real rows and published synthetic rows of one
+    modality, told apart by ``is_synthetic``. Images keep the ``{bytes, path}`` struct and carry the Hugging Face
+    feature metadata, so ``datasets`` decodes them."""
+    content = ([("image", IMAGE), ("width", pa.int32()), ("height", pa.int32()), ("mode", pa.string())]
+               if modality == "image" else [("text", pa.string())])
+    return with_hf_features(pa.schema([
+        ("id", pa.string()),
+        ("is_synthetic", pa.bool_()),
+        ("label", pa.string()),
+        *content,
+        ("source", pa.string()),  # curated:<dataset_version> or generated:<run_date>
+        ("model_name", pa.string()),  # model_name, model_version, seed: null for real rows
+        ("model_version", pa.string()),
+        ("seed", pa.int64()),
+        ("dataset_version", pa.string()),  # real rows: their curated version; synthetic: the one their model trained on
+    ]))

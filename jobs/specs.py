@@ -211,6 +211,7 @@ class TrainSpec(Strict):
     def _promote_bool(cls, v: Any) -> Any:
         return {True: "always", False: "never"}.get(v, v) if isinstance(v, bool) else v
     sample_grid: int = Field(10, ge=1)  # images per class (or texts) in samples.png / samples.txt
+    quality_references: bool = True  # build the generation filters' references next to each model
 
 
 class RequestSpec(Strict):
@@ -256,13 +257,91 @@ class RequestTableSpec(Strict):
     format: Literal["auto", "parquet", "csv", "jsonl"] = "auto"
 
 
+class FilterSpec(Strict):
+    """Quality filters on generated rows; a row that fails one is written to ``generated/_rejected/`` with the
+    reason code, never dropped. The image references (a label classifier and the training images' pixels)
+    are built by ``train`` next to each image model; a threshold left ``null`` turns its check off."""
+
+    enabled: bool = True
+    min_label_confidence: Optional[float] = Field(0.5, ge=0, le=1)  # low_label_confidence: the classifier's
+    #   probability that a conditional image shows the requested label
+    near_copy: bool = True  # near_copy: closer to a training image than all but 1% of held-out real images are
+    near_copy_distance: Optional[float] = Field(None, ge=0)  # override that threshold (RMS pixel distance, 0..1)
+    min_contrast: Optional[float] = Field(0.02, ge=0)  # blank_image: pixel std / 127.5 below this
+    min_chars: int = Field(1, ge=0)  # too_short: generated characters, without the prompt
+    max_chars: Optional[int] = Field(None, ge=1)  # too_long
+    max_repetition: Optional[float] = Field(0.5, ge=0, le=1)  # repetitive: share of word 3-grams seen earlier
+    max_training_overlap: Optional[float] = Field(0.8, ge=0, le=1)  # training_copy: share of the text's
+    #   24-character shingles found in the training texts
+    blocklist: list[str] = Field(default_factory=list)  # blocked_term: whole word, case-insensitive
+    top_up: bool = False  # generate replacements until every request has its count
+    top_up_rounds: int = Field(3, ge=1, le=20)  # at most this many extra rounds; a shortfall left is reported
+
+
 class GenerateSpec(Strict):
     batch_size: int = Field(64, ge=1)  # rows per model call; never changes a row's output
-    concurrency: int = Field(2, ge=1)  # generator actors
+    concurrency: Union[int, tuple[int, int]] = 2  # generator actors: a fixed pool, or [min, max] to autoscale
+    encode_concurrency: Union[int, tuple[int, int]] = (1, 2)  # CPU actors that PNG-encode, score and filter
+    max_file_bytes: int = Field(256 * 2**20, ge=2**10)  # Parquet files are cut by bytes, not rows
+    row_group_bytes: int = Field(128 * 2**20, ge=2**10)  # and so are their row groups (binary offsets stay < 2 GiB)
+    filters: FilterSpec = Field(default_factory=lambda: FilterSpec())
     use_gpu: bool = False
     num_gpus_per_actor: float = Field(1.0, gt=0)  # only with use_gpu
     requests: list[RequestSpec] = Field(default_factory=list)
     request_tables: list[RequestTableSpec] = Field(default_factory=list)
+
+    @field_validator("concurrency", "encode_concurrency")
+    @classmethod
+    def _pool(cls, v: Any) -> Any:
+        sizes = (v, v) if isinstance(v, int) else tuple(v)
+        if sizes[0] < 1 or sizes[1] < sizes[0]:
+            raise ValueError("give a pool size >= 1 or [min, max] with 1 <= min <= max")
+        return v
+
+    def pool(self, which: str = "concurrency") -> tuple[int, int, int]:
+        """(min, max, initial) actors; the pool starts at its full size (Ray Data otherwise begins with the
+        minimum and hands the first blocks to whichever actor is ready, so one actor does the early work)."""
+        v = getattr(self, which)
+        lo, hi = (v, v) if isinstance(v, int) else v
+        return lo, hi, hi
+
+
+class MixSpec(Strict):
+    """``aigc augment``: a classifier's training set that mixes curated real rows with published synthetic rows.
+
+    Real rows come from the curated ``train`` split by default. ``val`` stays out because it is held out: the
+    generators never trained on it, so it is the one set of real rows a classifier trained on the mixture can
+    still be evaluated on honestly; ``split: all`` mixes it in anyway. Rows are picked by a hash of
+    (``seed``, id), never by row order: the same inputs and settings give the same rows."""
+
+    synthetic_ratio: float = Field(0.5, ge=0, le=1)  # share of synthetic rows in the output (per label with per_label)
+    balance: Literal["none", "per_label"] = "none"  # per_label: every label gets the same number of rows,
+    #   as many as the scarcest label allows at this ratio; none: as many rows as the ratio allows
+    dates: Optional[list[str]] = Field(None, min_length=1)  # generated partitions (default: --date, else the latest)
+    models: Optional[list[str]] = Field(None, min_length=1)  # only synthetic rows of these models (default: all)
+    labels: Optional[list[str]] = Field(None, min_length=1)  # only rows with these labels (default: all)
+    modality: Literal["image", "text"] = "image"
+    split: Literal["train", "val", "all"] = "train"  # curated split(s) the real rows come from
+    dataset_version: Optional[str] = None  # curated version (default: the latest published)
+    seed: int = 0
+    max_rows: Optional[int] = Field(None, ge=1)  # cap on the output's rows (the ratio still holds)
+
+    @field_validator("dates")
+    @classmethod
+    def _iso_dates(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        from datetime import date
+
+        for d in v or []:
+            try:
+                date.fromisoformat(str(d))
+            except ValueError:
+                raise ValueError(f"expected dates as YYYY-MM-DD, got {d!r}") from None
+        return None if v is None else sorted({str(d) for d in v})
+
+    @field_validator("dates", "labels", mode="before")
+    @classmethod
+    def _as_strings(cls, v: Any) -> Any:  # YAML reads `labels: [0, 1]` as ints and unquoted dates as dates
+        return [str(x) for x in v] if isinstance(v, list) else v
 
 
 class ScheduleSpec(Strict):

@@ -34,7 +34,7 @@ from ray.train.torch import TorchTrainer
 import aigc_models
 from aigc_models.text import train_bpe
 
-from . import registry
+from . import quality, registry
 from .images import decode_png, grid, line_chart
 from .preprocess import label_key, resolve_dataset_version
 from .specs import ModelSpec, TrainSpec
@@ -219,9 +219,10 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
     seconds = time.time() - started
     epoch_rows = metrics[metrics["scope"] == "epoch"] if "scope" in metrics else metrics
     final = {k: float(v) for k, v in epoch_rows.iloc[-1].items() if k not in ("scope", "epoch", "step", "seconds")}
+    references = _quality_references(spec, train, store, dataset_version, model)
     promote = train.promote == "always" or (train.promote == "first" and not store.exists("models", spec.name, "production.json"))
     ref = _publish_model(store, spec, train, model, metrics, dataset_version, run_name, state, seconds, n_rows, final,
-                         probe.num_parameters(), promote, progress)
+                         probe.num_parameters(), promote, progress, references)
     store.delete("checkpoints", spec.name, "_active.json")  # published: the next `aigc train` starts a new run
     if not train.keep_finished_checkpoints:
         store.delete("checkpoints", spec.name, run_name)
@@ -232,7 +233,7 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
 def _publish_model(store: Store, spec: ModelSpec, train: TrainSpec, model: aigc_models.GenerativeModel,
                    metrics: pd.DataFrame, dataset_version: str, run_name: str, state: dict, seconds: float,
                    n_rows: int, final: dict[str, float], n_params: int, promote: bool,
-                   progress: list[dict]) -> registry.ModelRef:
+                   progress: list[dict], references: tuple[dict[str, bytes], dict[str, Any]] | None) -> registry.ModelRef:
     with tempfile.TemporaryDirectory() as d:
         weights = os.path.join(d, "model.safetensors")
         sha = aigc_models.save(model, weights, extra={"model_name": spec.name, "dataset_version": dataset_version})
@@ -244,6 +245,8 @@ def _publish_model(store: Store, spec: ModelSpec, train: TrainSpec, model: aigc_
     files.update(_samples(model, train.sample_grid))
     files["loss_curve.png"] = _loss_curve(metrics, spec.name)
     files.update(_samples_by_epoch(progress))
+    if references:
+        files.update(references[0])
     card = {
         "name": spec.name, "version": version, "family": model.family, "modality": model.modality,
         "config": dataclasses.asdict(model.config), "parameters": n_params,
@@ -254,8 +257,24 @@ def _publish_model(store: Store, spec: ModelSpec, train: TrainSpec, model: aigc_
         "num_workers": train.num_workers, "use_gpu": train.use_gpu, "sampler_defaults": model.sampler_defaults(),
         "code_version": _code_version(), "created_at": datetime.now(timezone.utc).isoformat(),
         "resumed_from": state.get("resumed_from"), "workers": state.get("workers", []),
+        "quality": references[1] if references else None,
     }
     return registry.register(store, spec.name, version, files, card, promote=promote)
+
+
+def _quality_references(spec: ModelSpec, train: TrainSpec, store: Store, dataset_version: str,
+                        model: aigc_models.GenerativeModel) -> tuple[dict[str, bytes], dict[str, Any]] | None:
+    """The generation filters' references (label classifier, training pixels or shingles), built in a Ray
+    task on the same kind of device as training; see ``jobs.quality``."""
+    if not train.quality_references:
+        return None
+    classes = list(getattr(model.config, "classes", None) or []) if model.modality == "image" else []
+    task = quality.build_references_remote.options(num_gpus=1 if train.use_gpu else 0)
+    started = time.time()
+    files, card = ray.get(task.remote(store.root, dataset_version, model.modality, spec.sources, classes, spec.seed,
+                                      "cuda" if train.use_gpu else "cpu"))
+    card["seconds"] = round(time.time() - started, 2)
+    return files, card
 
 
 def _samples(model: aigc_models.GenerativeModel, per_class: int) -> dict[str, bytes]:

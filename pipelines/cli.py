@@ -24,6 +24,7 @@ examples:
   aigc promote digits-gan                       # list versions (* = production) with their final metrics
   aigc promote digits-gan 20261124-231157-c21694dd
   aigc regenerate --id 3f2a9c0d1e4b5a6978877665  # rebuild a published row and check it is identical
+  aigc augment --config my.yaml --set augment.synthetic_ratio=0.3 --set augment.balance=per_label
 
 --set takes dotted keys into the YAML (list items by index) and YAML values:
   --set train.num_workers=4  --set models.0.epochs=20  --set ray.address=ray://head:10001
@@ -79,6 +80,14 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--ids", dest="ids_file", metavar="FILE", help="a file of row ids, one per line")
     sp.add_argument("--to", default="regenerated", metavar="DIR", help="where the rebuilt files go (default: ./regenerated)")
     sp.add_argument("--use-gpu", action="store_true", help="sample on a GPU (for rows that were generated on one)")
+    sp = sub.add_parser("augment", help="mix curated real rows and published synthetic rows into one training dataset",
+                        description="Mixes curated real rows (the train split by default) and published synthetic "
+                        "rows of one modality into ROOT/augmented/<mix_version>/ with an is_synthetic column, as the "
+                        "config's `augment` section says (synthetic_ratio, balance, dates, models, labels, max_rows). "
+                        "The same inputs and settings give the same rows and folder.")
+    common(sp)
+    sp.add_argument("--date", dest="dates", type=_date, action="append", metavar="YYYY-MM-DD",
+                    help="generated partition to mix (repeatable; overrides augment.dates; default: the latest)")
     sp = sub.add_parser("inspect", help="summarise a curated dataset, generated partition or model version")
     sp.add_argument("path")
     sp.add_argument("--grid", help="where a curated dataset's sample grid PNG goes (default: ./curated-<version>-samples.png)")
@@ -121,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         return _promote(cfg.output, args.model, args.version)
     if args.command == "regenerate":
         return _regenerate(cfg.output, args)
+    if args.command == "augment":
+        return _augment(cfg, args)
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     if args.command == "serve":
@@ -172,6 +183,35 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(("look at", f"{cfg.output}/models/*/<version>/samples.png, "
                                  f"aigc inspect {cfg.output}/generated/run_date={result['run_date']}"))
     print(summary.render(f"aigc {args.command}: {cfg.name}", lines, seconds))
+    return 0
+
+
+def _augment(cfg: Any, args: argparse.Namespace) -> int:
+    """Builds the augmented dataset with pyarrow on this machine (no Ray, no Prefect): it reads small columns
+    to choose rows and streams the chosen rows' content once."""
+    import dataclasses
+
+    from jobs.mixture import MixError, build_mixture
+    from jobs.storage import Store
+
+    from . import summary
+
+    started = time.time()
+    try:
+        result = build_mixture(cfg.augment, Store(cfg.output), args.dates)
+    except MixError as exc:  # inputs or settings that cannot make a mixture: one line naming the augment.* key
+        print(f"aigc: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aigc: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.traceback:
+            traceback.print_exc()
+        print(f"aigc: augment failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(summary.render(f"aigc augment: {cfg.name}", summary.augment_lines(dataclasses.asdict(result)),
+                         time.time() - started))
     return 0
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from jobs.specs import (NAME_RE, GenerateSpec, ModelSpec, PreprocessSpec, RaySpec, ScheduleSpec, Source, Strict,
-                        TrainSpec)
+from jobs.specs import (NAME_RE, GenerateSpec, MixSpec, ModelSpec, PreprocessSpec, RaySpec, ScheduleSpec, Source,
+                        Strict, TrainSpec)
 
 SOURCE_KINDS = ("builtin", "image_folder", "text_files", "table")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
@@ -33,6 +33,7 @@ class PipelineConfig(Strict):
     models: list[ModelSpec] = Field(default_factory=list)
     train: TrainSpec = TrainSpec()
     generate: GenerateSpec = GenerateSpec()
+    augment: MixSpec = MixSpec()  # `aigc augment`: real + synthetic rows for a classifier
     schedule: ScheduleSpec = ScheduleSpec()
 
     @model_validator(mode="after")

@@ -149,5 +149,5 @@ def nightly_flow(config: dict[str, Any], run_date: Optional[str] = None) -> dict
     trained = [train_task(config, m.name, curated["dataset_version"]) for m in cfg.models]
     for t in trained:
         t["promoted"] = promote_task(config, t["model"]["name"], t["model"]["version"])["promoted"]
-    generated = generate_task(config, run_date) if cfg.generate.requests else None
+    generated = generate_task(config, run_date) if cfg.generate.requests or cfg.generate.request_tables else None
     return {"run_date": run_date, "preprocess": curated, "train": trained, "generate": generated}

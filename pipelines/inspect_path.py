@@ -44,6 +44,9 @@ def describe_path(path: str, grid_path: str | None = None) -> str:
                  f"  sha256 {card['checkpoint_sha256']}",
                  f"  files: {', '.join(sorted(f.name for f in p.iterdir()))}"]
         return "\n".join(lines)
+    manifest = json.loads((p / "_manifest.json").read_text()) if (p / "_manifest.json").is_file() else {}
+    if "mix_version" in manifest:
+        return _augmented(manifest)
     if (p / "_manifest.json").is_file():
         m = json.loads((p / "_manifest.json").read_text())
         c = m["counts"]
@@ -73,3 +76,15 @@ def describe_path(path: str, grid_path: str | None = None) -> str:
 def _grid_line(dataset: Path, out: Path) -> list[str]:
     written = curated_grid(dataset, out)
     return [f"  sample grid (one row per label): {written}"] if written else []
+
+
+def _augmented(m: dict) -> str:
+    c, src = m["counts"], m["sources"]
+    return "\n".join([
+        f"augmented dataset {m['mix_version']} ({m['modality']}, {m['created_at']})",
+        f"  rows {c['rows']:,} = real {c['real']:,} + synthetic {c['synthetic']:,} ({c['synthetic_share']:.1%} synthetic)",
+        f"  from curated {src['curated']['dataset_version']} ({'+'.join(src['curated']['splits'])}), generated "
+        + ", ".join(f"run_date={g['run_date']}" for g in src["generated"]),
+        "  by label (real+synthetic): " + ", ".join(f"{l} {v['real']:,}+{v['synthetic']:,}" for l, v in c["by_label"].items()),
+        f"  not selected: real {c['inputs']['real']['not_selected']:,}, synthetic {c['inputs']['synthetic']['not_selected']:,}",
+    ])

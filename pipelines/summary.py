@@ -36,11 +36,23 @@ def train_lines(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 def generate_lines(r: dict[str, Any]) -> list[tuple[str, str]]:
     by = ", ".join(f"{k} {v:,}" for k, v in r["by_modality"].items())
-    return [
-        ("generated", f"{r['rows']:,} rows ({by}), {r['rejected']:,} rejected, run_date={r['run_date']}"),
+    m = r.get("manifest") or {}
+    reasons = ", ".join(f"{k} {v:,}" for k, v in (m.get("rejected_by_reason") or {}).items())
+    lines = [
+        ("generated", f"{r['rows']:,} rows ({by}), {r['rejected']:,} rejected"
+                      + (f" ({reasons})" if reasons else "") + f", run_date={r['run_date']}"),
         ("generation", f"{r['seconds']:.1f}s, {r['rows_per_second']:.1f} rows/s"),
-        ("published", r["path"]),
     ]
+    top_up = m.get("top_up") or {}
+    if top_up.get("rounds"):
+        lines.append(("top-up", f"{top_up['extra_rows']:,} replacement rows in {top_up['rounds']} round(s)"))
+    if m.get("short_of_request"):
+        short = ", ".join(f"{k} {v:,}" for k, v in list(m["short_of_request"].items())[:5])
+        lines.append(("short of count", f"{short} (raise generate.filters.top_up_rounds or loosen the filters)"))
+    if m.get("resumed"):
+        lines.append(("resumed", f"{m['resumed']['rows_found']:,} rows were already written by the interrupted run"))
+    lines.append(("published", r["path"]))
+    return lines
 
 
 def render(title: str, lines: list[tuple[str, str]], seconds: float | None = None) -> str:
@@ -48,3 +60,17 @@ def render(title: str, lines: list[tuple[str, str]], seconds: float | None = Non
         lines = [*lines, ("total time", f"{seconds:.1f}s")]
     bar = "=" * 72
     return f"\n{bar}\n{title}\n{bar}\n{_table(lines)}\n"
+
+
+def augment_lines(r: dict[str, Any]) -> list[tuple[str, str]]:
+    c, sources = r["counts"], r["manifest"]["sources"]
+    dates = ", ".join(g["run_date"] for g in sources["generated"])
+    left = c["inputs"]["real"]["not_selected"], c["inputs"]["synthetic"]["not_selected"]
+    return [
+        ("augmented", f"{r['mix_version']}{' (unchanged, reused)' if r['reused'] else ''}  {r['path']}"),
+        ("rows", f"{c['rows']:,}: real {c['real']:,}, synthetic {c['synthetic']:,} ({c['synthetic_share']:.1%} synthetic)"),
+        ("per label", ", ".join(f"{l} {v['real']:,}+{v['synthetic']:,}" for l, v in c["by_label"].items()) + "  (real+synthetic)"),
+        ("not selected", f"real {left[0]:,}, synthetic {left[1]:,} (counted in _manifest.json)"),
+        ("from", f"curated {sources['curated']['dataset_version']} ({'+'.join(sources['curated']['splits'])}), "
+                 f"generated run_date={dates}"),
+    ]

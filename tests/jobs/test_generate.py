@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from jobs import registry
-from jobs.generate import Generator, encode_batch, expand_requests, row_key, run_generation
+from jobs.generate import Finisher, Generator, expand_requests, row_key, run_generation
+from jobs.quality import Scorer
 from jobs.specs import RequestSpec
 
 
@@ -97,11 +98,14 @@ def test_failing_rows_are_quarantined_not_dropped(tiny_night, tmp_path):
     out = gen(batch)
     assert out["error"].isna().tolist() == [True, False] and "not among" in out.loc[1, "error"]
     run = {"run_id": "r1", "run_date": "2026-01-01", "models": {"tiny-gan": {
-        "version": ref.version, "family": "dcgan", "checkpoint_sha256": "x", "dataset_version": "d"}}}
-    table = encode_batch(out, run, str(tmp_path), "rejected")
+        "version": ref.version, "family": "dcgan", "checkpoint_sha256": "x", "dataset_version": "d", "path": ref.path}}}
+    rejected_dir = f"generated/_staging/test-{tmp_path.name}"
+    table = Finisher(store.root, run, rejected_dir)(out)
     assert table.column("id").to_pylist() == ["good"]
-    rejected = pads.dataset(tmp_path / "rejected", format="parquet").to_table().to_pandas()
+    rejected = pads.dataset(store.path(rejected_dir), format="parquet").to_table().to_pandas()
+    store.delete(rejected_dir)
     assert rejected["id"].tolist() == ["bad"] and rejected["reason"].tolist() == ["generation_error"]
+    assert rejected["stage"].tolist() == ["generate"] and "not among" in rejected["detail"].iloc[0]
     png = table.column("image").to_pylist()[0]["bytes"]
     im = Image.open(io.BytesIO(png))
     assert im.text["ai_generated"] == "true" and json.loads(im.text["provenance"])["content_id"] == "good"
@@ -126,7 +130,7 @@ def test_request_tables_pass_their_columns_through_to_every_row(tiny_night, tmp_
     jsonl.write_text('{"request_id": "c-1", "model": "tiny-gpt", "prompt": "Sale: ", "count": 2, "max_new_tokens": 5,'
                      ' "campaign": "winter", "sku": "SKU-003"}\n')
     spec = GenerateSpec(requests=[RequestSpec(model="tiny-gan", labels=["1"], per_label=1)], concurrency=1,
-                        request_tables=[RequestTableSpec(path=str(csv)), RequestTableSpec(path=str(jsonl))])
+                        filters=cfg.generate.filters, request_tables=[RequestTableSpec(path=str(csv)), RequestTableSpec(path=str(jsonl))])
     result = run_generation(spec, store, "2026-03-01", cfg.name)
     rows = _partition(store, "2026-03-01").sort_values(["request_id", "id"])
     assert result.rows == len(rows) == 1 + 3 + 2 and result.manifest["by_request"] == {"c-1": 2, "p-1": 2, "p-2": 1, "req-0": 1}
@@ -166,3 +170,116 @@ def test_bad_request_tables_are_clear_errors_naming_the_row(tiny_night, tmp_path
         run_generation(GenerateSpec(request_tables=[RequestTableSpec(path=str(tmp_path / "missing.csv"))]), store,
                        "2026-03-02", cfg.name)
     assert not store.exists("generated", "run_date=2026-03-02")
+
+
+def test_rows_carry_quality_scores_from_the_models_references(tiny_night):
+    cfg, store, _ = tiny_night
+    gan = registry.resolve(store, "tiny-gan")
+    assert gan.card["quality"]["classifier"]["classes"] == gan.card["config"]["classes"]
+    assert 0 < gan.card["quality"]["near_copy"]["threshold"] < 1
+    rows = _partition(store, "2026-11-20")
+    q = pd.DataFrame(rows["quality"].tolist())
+    images, texts = q[rows["modality"] == "image"], q[rows["modality"] == "text"]
+    assert images["label_confidence"].between(0, 1).all() and images["nearest_train_distance"].between(0, 1).all()
+    assert set(images["predicted_label"]) <= set(gan.card["config"]["classes"])
+    train_ids = set(pads.dataset(store.path("curated", gan.card["dataset_version"], "train"), format="parquet")
+                    .to_table(columns=["id"]).column("id").to_pylist())
+    assert set(images["nearest_train_id"]) <= train_ids
+    assert texts["repetition"].between(0, 1).all()
+    assert texts["training_overlap"].isna().all()  # 12 new tokens: shorter than one 24-character shingle
+    gpt = registry.resolve(store, "tiny-gpt")
+    junk = "".join("abcdefghijklmnopqrstuvwxyz "[(i * 7919 + i * i) % 27] for i in range(200))
+    scorer = Scorer(store, gpt.path, gpt.card)  # what the finishing stage holds for the text model
+    doc = next(t for t in pads.dataset(store.path("curated", gpt.card["dataset_version"], "train"), format="parquet")
+               .to_table(columns=["text"]).column("text").to_pylist() if t and len(t) > 200)
+    assert scorer.text(doc)["training_overlap"] == 1.0 and 0.2 < scorer.text(doc[:150] + junk)["training_overlap"] < 0.7
+    assert scorer.text(junk)["training_overlap"] == 0.0
+    assert scorer.text("buy now " * 20)["repetition"] > 0.9
+
+
+def test_filters_reject_with_reasons_and_top_up_fills_counts(tiny_night):
+    from jobs.specs import FilterSpec
+
+    cfg, store, _ = tiny_night
+    date = "2026-04-01"
+    requests = [RequestSpec(id="d", model="tiny-gan", labels=["0", "1"], per_label=6),
+                RequestSpec(id="t", model="tiny-gpt", prompts=["The "], per_prompt=3, max_new_tokens=8)]
+    plain = run_generation(cfg.generate.model_copy(update={"requests": requests}), store, date, cfg.name)
+    unfiltered = _partition(store, date).set_index("id")
+    conf = pd.DataFrame(unfiltered["quality"].tolist(), index=unfiltered.index)["label_confidence"].dropna()
+    threshold = float(conf.median())  # about half of the first draw fails
+    filters = FilterSpec(min_label_confidence=threshold, near_copy=False, min_contrast=None, max_repetition=None,
+                         max_training_overlap=None, min_chars=9, top_up=True, top_up_rounds=2)  # 8 new tokens < 9
+    spec = cfg.generate.model_copy(update={"requests": requests, "filters": filters})
+    result = run_generation(spec, store, date, cfg.name)
+    m = result.manifest
+    published = _partition(store, date)
+    rejected = pads.dataset(store.path("generated/_rejected", f"run_date={date}"), format="parquet").to_table().to_pandas()
+    assert m["generated"] == len(published) + len(rejected) == m["rows"] + m["rejected"]
+    assert m["rejected_by_reason"] == rejected["reason"].value_counts().to_dict()
+    assert set(rejected["reason"]) == {"low_label_confidence", "too_short"} and (rejected["stage"] == "filter").all()
+    low = rejected[rejected.reason == "low_label_confidence"]
+    assert (pd.DataFrame(low["quality"].tolist())["label_confidence"] < threshold).all()
+    assert low["image"].map(lambda im: im["bytes"][:8] == b"\x89PNG\r\n\x1a\n").all()  # refused rows keep their content
+    assert (pd.DataFrame(published["quality"].tolist())["label_confidence"] >= threshold).all()
+    # the rows of the first draw that pass are the very rows of the unfiltered run; replacements are new ids
+    first = published[published["id"].isin(unfiltered.index)]
+    assert (first.set_index("id")["content_sha256"] == unfiltered.loc[first["id"], "content_sha256"]).all()
+    assert len(rejected[rejected.reason == "too_short"]) == 3 * (1 + m["top_up"]["rounds"])  # never passes
+    assert m["short_of_request"]["t"] == 3 and "t" not in m["by_request"]
+    assert m["top_up"]["rounds"] == 2 and m["top_up"]["extra_rows"] == sum(m["top_up"]["per_round"])
+    per_label = published[published.request_id == "d"]["label"].value_counts().to_dict()
+    assert sum(per_label.values()) + m["short_of_request"].get("d", 0) == 12 and max(per_label.values()) <= 6
+    assert plain.rows == 15
+
+
+KILLED_NIGHT = """
+import os, sys
+os.environ["AIGC_GENERATE_KILL_AFTER_BATCHES"] = "2"
+from pipelines.cli import main
+sys.exit(main(["generate", "--config", sys.argv[1], "--out", sys.argv[2], "--date", sys.argv[3],
+               "--set", "generate.batch_size=4", "--set", "generate.concurrency=1", "--set", "generate.encode_concurrency=1"]))
+"""
+
+
+def test_a_killed_night_leaves_the_published_partition_alone_and_resumes_to_the_same_rows(tiny_night):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pipelines.config import load_config
+    from tests.conftest import TINY_CONFIG
+
+    cfg, store, _ = tiny_night
+    date = "2026-05-01"
+    spec = load_config(TINY_CONFIG, output=store.root, overrides=[
+        "generate.batch_size=4", "generate.concurrency=1", "generate.encode_concurrency=1"]).generate
+    first = run_generation(spec, store, date, cfg.name)  # the published state the killed run must not touch
+    before = _partition(store, date)
+    log = Path(store.root) / "killed-night.log"  # a file, not a pipe: the dead driver's Ray processes hold pipes open
+    with open(log, "w") as out_file:
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_NIGHT, str(TINY_CONFIG), store.root, date],
+                                start_new_session=True, stdout=out_file, stderr=subprocess.STDOUT)
+    try:
+        proc.wait(timeout=240)
+        out = log.read_text()
+    finally:  # the killed driver's local Ray processes share its session: take them down too
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == -signal.SIGKILL, out[-2000:]
+    staged = [p for p in store.files("generated/_staging") if f"run_date={date}." in p and p.endswith(".parquet")]
+    assert staged, "the killed run wrote nothing to resume from"
+    after_kill = _partition(store, date)
+    assert _content(after_kill) == _content(before) and set(after_kill["run_id"]) == {first.run_id}
+    assert store.read_json("generated/_manifests", f"run_date={date}.json")["files"] == first.manifest["files"]
+
+    resumed = run_generation(spec, store, date, cfg.name)
+    again = _partition(store, date)
+    assert resumed.manifest["resumed"]["rows_found"] > 0 and resumed.manifest["generated"] == first.manifest["generated"]
+    assert _content(again) == _content(before) and resumed.run_id == first.run_id  # the same rows, once each
+    assert again["id"].is_unique and len(again) == first.rows
+    assert not [p for p in store.files("generated/_staging") if f"run_date={date}" in p]

@@ -94,7 +94,7 @@ def test_every_family_trains_on_ray_and_generates(tmp_path, ray_local):
         assert np.isfinite(metrics["val_loss"]).all() and "lr_factor" in metrics  # validated after the epoch
     requests = [RequestSpec(model="v", labels=["3"], per_label=2), RequestSpec(model="d", per_label=1, steps=3, chunk=4),
                 RequestSpec(model="c", prompts=["The "], per_prompt=2, max_new_tokens=8)]
-    gen = run_generation(GenerateSpec(requests=requests, concurrency=1), store, "2026-11-21", "families")
+    gen = run_generation(GenerateSpec(requests=requests, concurrency=1, filters={"enabled": False}), store, "2026-11-21", "families")
     rows = pads.dataset(store.path("generated", "run_date=2026-11-21"), format="parquet").to_table().to_pandas()
     assert gen.rows == len(rows) == 2 + 10 + 2
     assert rows.groupby("model_name")["modality"].first().to_dict() == {"c": "text", "d": "image", "v": "image"}
@@ -138,9 +138,13 @@ def test_an_interrupted_run_resumes_mid_epoch_unless_fresh(digits_store, monkeyp
     monkeypatch.setenv("AIGC_TRAIN_KILL_AFTER_STEP", "3")
     with pytest.raises(ray.train.TrainingFailedError):
         run_training(spec, train, store)
+    first = store.read_json("checkpoints", "r", "_active.json")
+    with pytest.raises(ray.train.TrainingFailedError):  # fresh: a new run from step 0, so the drill fires again
+        run_training(spec, train, store, fresh=True)
     active = store.read_json("checkpoints", "r", "_active.json")
+    assert active["run_name"] != first["run_name"] and active["fingerprint"] == first["fingerprint"]
     monkeypatch.delenv("AIGC_TRAIN_KILL_AFTER_STEP")
-    result = run_training(spec, train, store)
+    result = run_training(spec, train, store)  # resumes the latest interrupted run (the drill never fires there)
     card = registry.resolve(store, "r").card
     assert card["resumed_from"]["step"] == 3 and card["resumed_from"]["epoch"] == 0 and card["resumed_from"]["batch"] == 3
     assert card["ray_train_run"] == active["run_name"] and card["epochs"] == 2 == result.epochs
@@ -148,15 +152,7 @@ def test_an_interrupted_run_resumes_mid_epoch_unless_fresh(digits_store, monkeyp
     steps = metrics.loc[metrics.scope == "step", "step"].tolist()
     assert steps == list(range(1, result.steps + 1))  # one row per step, none lost or repeated by the resume
     assert not store.exists("checkpoints", "r", active["run_name"])  # published, so its checkpoints are gone
-
-    monkeypatch.setenv("AIGC_TRAIN_KILL_AFTER_STEP", "3")
-    with pytest.raises(ray.train.TrainingFailedError):
-        run_training(spec, train, store)
-    monkeypatch.delenv("AIGC_TRAIN_KILL_AFTER_STEP")
-    again = run_training(spec, train, store, fresh=True)
-    assert registry.resolve(store, "r", again.model.version).card["resumed_from"] is None
-    # promote: "first": the first version became production, later ones wait for `aigc promote` or the gate
-    assert result.promoted and not again.promoted and registry.resolve(store, "r").version == result.model.version
+    assert result.promoted  # promote: "first"; later versions wait (see the CLI's --promote test)
 
 
 def test_data_that_does_not_fit_a_pinned_model_config_fails_before_workers_start(digits_store):
