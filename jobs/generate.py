@@ -492,9 +492,9 @@ def _run_pipeline(cells: pd.DataFrame, skip: frozenset, spec: GenerateSpec, stor
     ds = ds.map_batches(Finisher, fn_constructor_kwargs={"store_root": store.root, "run": run, "filters": spec.filters,
                                                           "rejected_dir": f"{staging}/_rejected", "briefs": briefs},
                         batch_format="pandas", concurrency=ehi if elo == ehi else (elo, ehi, einitial), num_cpus=0.5)
-    ds.write_parquet(store.path(staging), filesystem=store.fs,
-                     max_rows_per_file=max(1, spec.max_file_bytes // per_row),
-                     row_group_size=max(1, min(spec.row_group_bytes, spec.max_file_bytes) // per_row))
+    group = max(1, min(spec.row_group_bytes, spec.max_file_bytes) // per_row)
+    ds.write_parquet(store.path(staging), filesystem=store.fs, row_group_size=group,  # Ray buffers blocks up
+                     min_rows_per_file=group, max_rows_per_file=max(group, spec.max_file_bytes // per_row))  # to a group
 
 
 def _manifest(store: Store, staging: _Staging, cells: pd.DataFrame, run: dict[str, Any], generated: int,

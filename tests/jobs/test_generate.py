@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -74,7 +75,8 @@ def test_batch_size_and_actor_count_never_change_a_row(tiny_night):
     cfg, store, _ = tiny_night
     date = "2026-01-15"
     small = cfg.generate.model_copy(update={"batch_size": 1, "concurrency": 1})
-    big = cfg.generate.model_copy(update={"batch_size": 64, "concurrency": 2})
+    big = cfg.generate.model_copy(update={"batch_size": 64, "concurrency": 2, "max_file_bytes": 64 * 1024,
+                                          "row_group_bytes": 32 * 1024})  # files cut by bytes: 8 rows here
     first = run_generation(small, store, date, cfg.name)
     a = _partition(store, date)
     second = run_generation(big, store, date, cfg.name)
@@ -86,6 +88,13 @@ def test_batch_size_and_actor_count_never_change_a_row(tiny_night):
     assert a.set_index("id")["seed"].to_dict() == b.set_index("id")["seed"].to_dict()
     assert set(a["run_id"]) == {first.run_id} and set(b["run_id"]) == {second.run_id}  # replaced, not appended
     assert not [p for p in store.files("generated/_staging") if "run_date" in p]  # nothing left in staging
+    files = second.manifest["files"]
+    assert len(files) >= 3 and all(f["rows"] <= 8 and f["row_groups"] >= f["rows"] / 4 for f in files)
+    for f in files:  # the row groups (not the fixed footer: schema and metadata, ~30 KB here) stay under the bounds
+        meta = pq.read_metadata(store.path("generated", f"run_date={date}", f["path"]))
+        groups = [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
+        assert max(groups) <= 32 * 1024 and sum(groups) <= 64 * 1024
+    assert first.manifest["files"][0]["rows"] > 2  # the default bounds (256 MiB) keep small nights in few files
 
 
 def test_failing_rows_are_quarantined_not_dropped(tiny_night, tmp_path):
@@ -238,7 +247,8 @@ import os, sys
 os.environ["AIGC_GENERATE_KILL_AFTER_BATCHES"] = "2"
 from pipelines.cli import main
 sys.exit(main(["generate", "--config", sys.argv[1], "--out", sys.argv[2], "--date", sys.argv[3],
-               "--set", "generate.batch_size=4", "--set", "generate.concurrency=1", "--set", "generate.encode_concurrency=1"]))
+               "--set", "generate.batch_size=4", "--set", "generate.concurrency=1", "--set", "generate.encode_concurrency=1",
+               "--set", "generate.max_file_bytes=30000", "--set", "generate.row_group_bytes=15000"]))
 """
 
 
@@ -255,7 +265,8 @@ def test_a_killed_night_leaves_the_published_partition_alone_and_resumes_to_the_
     cfg, store, _ = tiny_night
     date = "2026-05-01"
     spec = load_config(TINY_CONFIG, output=store.root, overrides=[
-        "generate.batch_size=4", "generate.concurrency=1", "generate.encode_concurrency=1"]).generate
+        "generate.batch_size=4", "generate.concurrency=1", "generate.encode_concurrency=1",
+        "generate.max_file_bytes=30000", "generate.row_group_bytes=15000"]).generate  # small files: written as it goes
     first = run_generation(spec, store, date, cfg.name)  # the published state the killed run must not touch
     before = _partition(store, date)
     log = Path(store.root) / "killed-night.log"  # a file, not a pipe: the dead driver's Ray processes hold pipes open
