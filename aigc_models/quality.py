@@ -124,7 +124,7 @@ def overlap(text: str, reference: np.ndarray, k: int = 24, mod: int = 4) -> floa
     """Share of ``text``'s sampled shingles present in the sorted ``reference``; None when the text is too
     short to have any (nothing to judge)."""
     s = shingles(text, k, mod)
-    if len(s) == 0:
+    if len(s) == 0 or len(reference) == 0:  # too short to judge, or nothing to compare with
         return None
     pos = np.searchsorted(reference, s)
     found = (pos < len(reference)) & (reference[np.minimum(pos, len(reference) - 1)] == s)

@@ -98,10 +98,14 @@ def plan_requests(requests: list[RequestSpec], models: dict[str, registry.ModelR
             if unknown:
                 raise ValueError(f"{at}.labels: {unknown} not among {req.model}'s classes {classes}")
             conditions, n = [("label", l) for l in labels], req.per_label
+            if len(set(labels)) < len(labels):
+                raise ValueError(f"{at}.labels: a label is listed twice (raise per_label instead)")
         else:
             if card["modality"] != "text":
                 raise ValueError(f"{at}: prompts need a text model; {req.model} is {card['modality']}")
             conditions, n = [("prompt", p) for p in req.prompts or []], req.per_prompt or 0
+            if len(set(req.prompts or [])) < len(req.prompts or []):
+                raise ValueError(f"{at}.prompts: a prompt is listed twice (raise per_prompt instead)")
         for k, (kind, value) in enumerate(conditions):
             cells.append({"request_id": request_id, "model_name": req.model, "modality": card["modality"],
                           "label": value if kind == "label" else None, "prompt": value if kind == "prompt" else None,
@@ -175,6 +179,8 @@ class Generator:
                         outs.append(None)
                         error[i] = f"{type(exc).__name__}: {exc}"
             for i, out in zip(group.index, outs):
+                if out is None and error[i] is None:
+                    error[i] = "the model returned no output for this row"
                 if isinstance(out, str):
                     text[i] = out
                 elif out is not None:
@@ -310,8 +316,9 @@ def _load_requests(spec: GenerateSpec, store: Store, models_for: Any) -> tuple[p
 
 
 def _fingerprint(run_date: str, cells: pd.DataFrame, models: dict[str, registry.ModelRef], filters: FilterSpec,
-                 briefs: pa.Table | None) -> str:
-    h = hashlib.sha256(json.dumps([run_date, schema.SCHEMA_VERSION, filters.model_dump(),
+                 briefs: pa.Table | None, use_gpu: bool) -> str:
+    """What the night will publish, exactly: rows differ across device types, so the device is part of it."""
+    h = hashlib.sha256(json.dumps([run_date, schema.SCHEMA_VERSION, filters.model_dump(), use_gpu,
                                    {n: r.card["checkpoint_sha256"] for n, r in sorted(models.items())}]).encode())
     h.update(pd.util.hash_pandas_object(cells.astype(str), index=False).to_numpy().tobytes())
     if briefs is not None:
@@ -353,6 +360,10 @@ class _Staging:
     def drop_truncated(self) -> int:
         """Deletes files a killed run left half-written (no readable footer); their rows are generated again."""
         dropped = 0
+        for where in (self.path, f"{self.path}/_rejected"):  # a killed Store.write_bytes leaves *.tmp-* files
+            for f in self.store.files(where) if self.store.exists(where) else []:
+                if ".tmp-" in f.rsplit("/", 1)[-1]:
+                    self.store.fs.delete_file(f)
         for f in self.files() + self.files(rejected=True):
             try:
                 pq.read_metadata(f, filesystem=self.store.fs)
@@ -374,11 +385,16 @@ class _Staging:
             counts.update(zip(t.column("request_id").to_pylist(), t.column("label").to_pylist(), t.column("prompt").to_pylist()))
         return counts
 
+    @property
+    def progress(self) -> str:
+        """Beside the staging folder, not in it: it must outlive the folder's publish until the end."""
+        return f"{self.path}.progress.json"
+
     def plans(self) -> list[list[dict[str, Any]]]:
-        return self.store.read_json(self.path, "_progress.json")["plans"] if self.store.exists(self.path, "_progress.json") else []
+        return self.store.read_json(self.progress)["plans"] if self.store.exists(self.progress) else []
 
     def save_plans(self, plans: list[list[dict[str, Any]]]) -> None:
-        self.store.write_json({"plans": plans}, self.path, "_progress.json")
+        self.store.write_json({"plans": plans}, self.progress)
 
 
 def _top_up_plan(cells: pd.DataFrame, accepted: Counter, plans: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -425,7 +441,7 @@ def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: st
     if spec.use_gpu and ray.cluster_resources().get("GPU", 0) < spec.num_gpus_per_actor:
         raise ValueError("generate.use_gpu is true but the Ray cluster has no GPU to give an actor")
     cells = cells.sort_values("model_name", kind="stable").reset_index(drop=True)  # blocks of one model
-    key = _fingerprint(run_date, cells, models, spec.filters, briefs)
+    key = _fingerprint(run_date, cells, models, spec.filters, briefs, spec.use_gpu)
     partition = f"run_date={run_date}"
     staging_path, resumed = resumable_staging(store, "generated", partition, key[:16])
     staging = _Staging(store, staging_path)
@@ -459,14 +475,16 @@ def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: st
     gen_seconds = time.time() - gen_started
     manifest = _manifest(store, staging, cells, run, generated, gen_seconds, rounds, resume, spec.filters)
     if manifest["rows"] + manifest["rejected"] != generated:
+        store.delete(staging_path)  # never resume from a state that does not add up: the re-run starts clean
+        store.delete(staging.progress)
         raise RuntimeError(f"accounting broke: {generated} generated, {manifest['rows']} written, {manifest['rejected']} rejected")
-    store.delete(staging_path, "_progress.json")
     if store.exists(staging_path, "_rejected"):
         publish(store, f"{staging_path}/_rejected", "generated/_rejected", partition)
     else:
         store.delete("generated/_rejected", partition)  # a re-run without rejects leaves none behind
     publish(store, staging_path, "generated", partition)
     store.write_json(manifest, "generated/_manifests", f"{partition}.json")
+    store.delete(staging.progress)
     seconds = time.time() - started
     return GenerateResult(run_date, run["run_id"], store.display("generated", partition), manifest["rows"],
                           manifest["rejected"], manifest["by_modality"], seconds, generated / max(gen_seconds, 1e-9), manifest)

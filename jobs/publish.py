@@ -26,7 +26,7 @@ def resumable_staging(store: Store, area: str, name: str, key: str) -> tuple[str
     same name can never be resumed and is deleted."""
     path = f"{area}/_staging/{name}.{key}"
     for entry in store.listdir(area, "_staging") if store.exists(area, "_staging") else []:
-        if entry.startswith(f"{name}.") and entry != f"{name}.{key}":
+        if entry.startswith(f"{name}.") and not entry.startswith(f"{name}.{key}"):  # keeps its progress file
             store.delete(area, "_staging", entry)
     resumed = store.exists(path)
     store.makedirs(path)

@@ -274,7 +274,7 @@ class FilterSpec(Strict):
     max_training_overlap: Optional[float] = Field(0.8, ge=0, le=1)  # training_copy: share of the text's
     #   24-character shingles found in the training texts
     blocklist: list[str] = Field(default_factory=list)  # blocked_term: whole word, case-insensitive
-    top_up: bool = False  # generate replacements until every request has its count
+    top_up: bool = True  # generate replacements until every request has its count
     top_up_rounds: int = Field(3, ge=1, le=20)  # at most this many extra rounds; a shortfall left is reported
 
 

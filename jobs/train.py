@@ -271,8 +271,13 @@ def _quality_references(spec: ModelSpec, train: TrainSpec, store: Store, dataset
     classes = list(getattr(model.config, "classes", None) or []) if model.modality == "image" else []
     task = quality.build_references_remote.options(num_gpus=1 if train.use_gpu else 0)
     started = time.time()
-    files, card = ray.get(task.remote(store.root, dataset_version, model.modality, spec.sources, classes, spec.seed,
-                                      "cuda" if train.use_gpu else "cpu"))
+    try:
+        files, card = ray.get(task.remote(store.root, dataset_version, model.modality, spec.sources, classes, spec.seed,
+                                          "cuda" if train.use_gpu else "cpu"))
+    except Exception as exc:  # a trained model is published anyway; its rows are scored without references
+        print(f"[{spec.name}] WARNING: quality references failed ({type(exc).__name__}: {exc}); publishing "
+              "without them (generation then skips the label and near-copy checks for this version)", flush=True)
+        return None
     card["seconds"] = round(time.time() - started, 2)
     return files, card
 

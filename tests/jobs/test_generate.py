@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from jobs import registry
+from jobs import provenance, registry
 from jobs.generate import Finisher, Generator, expand_requests, row_key, run_generation
 from jobs.quality import Scorer
 from jobs.specs import RequestSpec
@@ -55,6 +55,8 @@ def test_expand_requests_refuses_what_it_cannot_do():
         expand_requests([RequestSpec(model="x", per_label=1)], models, "2026-11-20")
     with pytest.raises(ValueError, match=r"requests.0.steps: gan \(f\) has no sampler setting 'steps'"):
         expand_requests([RequestSpec(model="gan", per_label=1, steps=20)], models, "2026-11-20")
+    with pytest.raises(ValueError, match=r"requests.0.labels: a label is listed twice"):
+        expand_requests([RequestSpec(model="gan", labels=["1", "1"], per_label=1)], models, "2026-11-20")
     with pytest.raises(ValueError, match="share a request id"):
         expand_requests([RequestSpec(id="a", model="gan", per_label=1)] * 2, models, "2026-11-20")
 
@@ -118,6 +120,10 @@ def test_failing_rows_are_quarantined_not_dropped(tiny_night, tmp_path):
     png = table.column("image").to_pylist()[0]["bytes"]
     im = Image.open(io.BytesIO(png))
     assert im.text["ai_generated"] == "true" and json.loads(im.text["provenance"])["content_id"] == "good"
+    label = provenance.read(png)  # the PNG and the row carry the same label, with the IPTC source type in XMP
+    assert json.loads(table.column("provenance").to_pylist()[0]) == {k: v for k, v in label.items() if k != "xmp"}
+    assert label["ai_generated"] and label["model"] == f"tiny-gan@{ref.version}"
+    assert label["xmp"]["digital_source_type"] == provenance.DIGITAL_SOURCE_TYPE == label["digital_source_type"]
 
 
 def test_missing_production_model_is_a_clear_error(tmp_path, tiny_config, ray_local):
