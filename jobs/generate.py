@@ -529,11 +529,13 @@ def _manifest(store: Store, staging: _Staging, cells: pd.DataFrame, run: dict[st
         files.append({"path": path[len(store.path(staging.path)) + 1:], "rows": meta.num_rows, "bytes": size,
                       "row_groups": meta.num_row_groups, "sha256": digest.hexdigest()})
         t = pq.read_table(path, columns=list(tallies), filesystem=store.fs)
-        for c, counter in tallies.items():
-            counter.update(v for v in t.column(c).to_pylist() if v is not None)
+        for c, counter in tallies.items():  # value counts in Arrow: no Python object per row
+            counter.update({v["values"]: v["counts"] for v in pc.value_counts(t.column(c)).to_pylist()
+                            if v["values"] is not None})
     reasons: Counter = Counter()
     for path in staging.files(rejected=True):
-        reasons.update(pq.read_table(path, columns=["reason"], filesystem=store.fs).column("reason").to_pylist())
+        reasons.update({v["values"]: v["counts"] for v in pc.value_counts(
+            pq.read_table(path, columns=["reason"], filesystem=store.fs).column("reason")).to_pylist()})
     rows = sum(f["rows"] for f in files)
     targets = Counter()
     for cell in cells.itertuples(index=False):
