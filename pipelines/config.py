@@ -73,6 +73,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"--config: {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except ValueError as exc:  # PyYAML builds dates and times itself: 2026-13-01 raises from datetime
+        raise ConfigError(f"--config: {path} has a value YAML reads as an impossible date or time: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--config: {path} must hold a mapping of keys, not {type(data).__name__}")
     for item in overrides or []:
@@ -111,7 +113,7 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     key, raw = item.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: an impossible date such as 2026-13-01; the key's check names it
         value = raw
     parts = key.strip().split(".")
     node: Any = data

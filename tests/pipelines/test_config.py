@@ -61,6 +61,8 @@ def test_set_overrides_parse_yaml_values_and_name_bad_paths():
         apply_override(data, "train.epochs")
     cfg = load_config(TINY, ["train.num_workers=1", "models.0.epochs=5"], output="/tmp/elsewhere")
     assert cfg.train.num_workers == 1 and cfg.models[0].epochs == 5 and cfg.output == "/tmp/elsewhere"
+    with pytest.raises(ConfigError, match=r"^augment.dates"):  # an impossible date names its key, no traceback
+        load_config(TINY, ["augment.dates=[2026-13-01]"])
 
 
 @pytest.mark.parametrize("argv,needle", [
