@@ -151,3 +151,14 @@ def nightly_flow(config: dict[str, Any], run_date: Optional[str] = None) -> dict
         t["promoted"] = promote_task(config, t["model"]["name"], t["model"]["version"])["promoted"]
     generated = generate_task(config, run_date) if cfg.generate.requests or cfg.generate.request_tables else None
     return {"run_date": run_date, "preprocess": curated, "train": trained, "generate": generated}
+
+
+@flow(name="nightly-from-config")
+def nightly_from_config(config_path: str, run_date: Optional[str] = None,
+                        overrides: Optional[list[str]] = None) -> dict[str, Any]:
+    """The nightly flow for work-pool deployments (``deploy/prefect.yaml``): the worker reads the YAML config
+    shipped in its image, so a deployment's parameters stay a path and a few ``key=value`` overrides."""
+    from .config import as_dict, load_config
+
+    return nightly_flow(as_dict(load_config(config_path, overrides)), run_date)
+
