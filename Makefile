@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test chromium clean
 
 install: $(STAMP)
 
@@ -18,8 +18,17 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/aigc nightly --config configs/demo.yaml
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest -q
+
+# The report test renders a page in headless Chromium: Debian's package, installed when missing
+# (sudo when not root and sudo exists; apt-get update only if the first install fails).
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null || echo sudo ); \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium || \
+	  { $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }; }
 
 clean:
 	rm -rf runs .pytest_cache
