@@ -148,3 +148,100 @@ def repetition(text: str, n: int = 3) -> float:
 def reference_shingles(texts: Sequence[str], k: int = 24, mod: int = 4) -> np.ndarray:
     parts = [shingles(t, k, mod) for t in texts]
     return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.uint64)
+
+
+# ---- distribution figures (the nightly quality gate) ---------------------------------------------------
+
+@torch.no_grad()
+def classifier_features(model: DomainClassifier, pixels: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """``[N, 2 * width]``: the last conv block's activations averaged over space (the role Inception's pool3
+    plays in FID), in the feature space of the classifier trained on the curated data."""
+    device = next(model.parameters()).device
+    body = model.net[:5]  # conv, relu, pool, conv, relu
+    out = [body(to_input(pixels[i:i + batch_size], device)).float().mean(dim=(2, 3)).cpu()
+           for i in range(0, len(pixels), batch_size)]
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, 2 * model.width))
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets: |mu_a - mu_b|^2 + Tr(Sa + Sb - 2 (Sa Sb)^1/2).
+    Tr((Sa Sb)^1/2) is taken from the eigenvalues of Sa^1/2 Sb Sa^1/2 (symmetric, so no complex sqrtm)."""
+    x, y = torch.from_numpy(np.asarray(a, np.float64)), torch.from_numpy(np.asarray(b, np.float64))
+    mu = x.mean(0) - y.mean(0)
+    sa, sb = torch.cov(x.T), torch.cov(y.T)
+    w, v = torch.linalg.eigh(sa)
+    root = (v * w.clamp_min(0).sqrt()) @ v.T
+    m = root @ sb @ root
+    cross = torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum()
+    return float(mu @ mu + sa.trace() + sb.trace() - 2 * cross)
+
+
+def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subsets: int = 20, subset_size: int = 200,
+                              seed: int = 0) -> float:
+    """KID: the unbiased MMD^2 with the cubic polynomial kernel (x.y / d + 1)^3, averaged over random subsets.
+    Unlike FD it is unbiased for small samples, which is what a nightly gate on a few hundred images has."""
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    m = min(len(x), len(y), subset_size)
+    if m < 2:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    d = x.shape[1]
+    values = []
+    for _ in range(subsets):
+        xs, ys = x[rng.choice(len(x), m, replace=False)], y[rng.choice(len(y), m, replace=False)]
+        kxx, kyy, kxy = ((xs @ xs.T) / d + 1) ** 3, ((ys @ ys.T) / d + 1) ** 3, ((xs @ ys.T) / d + 1) ** 3
+        off = 1.0 / (m * (m - 1))
+        values.append((kxx.sum() - np.trace(kxx)) * off + (kyy.sum() - np.trace(kyy)) * off - 2 * kxy.mean())
+    return float(np.mean(values))
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019): each set's manifold is the union of balls
+    reaching each point's k-th nearest neighbour; precision is the share of generated points inside the real
+    manifold (fidelity), recall the share of real points inside the generated one (coverage)."""
+    r, f = torch.from_numpy(np.asarray(real, np.float64)), torch.from_numpy(np.asarray(fake, np.float64))
+    if len(r) <= k or len(f) <= k:
+        return float("nan"), float("nan")
+
+    def radii(x: torch.Tensor) -> torch.Tensor:
+        return torch.cdist(x, x).kthvalue(k + 1, dim=1).values  # +1: a point is its own nearest neighbour
+
+    cross = torch.cdist(f, r)  # [fake, real]
+    precision = (cross <= radii(r)[None, :]).any(dim=1).double().mean()
+    recall = (cross.T <= radii(f)[None, :]).any(dim=1).double().mean()
+    return float(precision), float(recall)
+
+
+def _word_ngrams(text: str, n: int) -> list[tuple[str, ...]]:
+    words = _normalise(text).split(" ") if text.strip() else []
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Distinct word n-grams over all n-grams of the whole set (Li et al. 2016): low for a model that keeps
+    saying the same things."""
+    grams = [g for t in texts for g in _word_ngrams(t, n)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def self_similarity(texts: Sequence[str], n: int = 3, max_texts: int = 300) -> float:
+    """Mean pairwise Jaccard similarity of the texts' word n-gram sets: near 0 for varied output, near 1
+    when every sample is the same text (mode collapse), whatever the prompt."""
+    sets = [set(_word_ngrams(t, n)) for t in texts[:max_texts]]
+    sims = [len(a & b) / len(a | b) for i, a in enumerate(sets) for b in sets[i + 1:] if a | b]
+    return float(np.mean(sims)) if sims else 0.0
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, texts: Sequence[str], batch_size: int = 16) -> float:
+    """Token-weighted perplexity of a text model (``make_batch``/``forward`` of ``aigc_models.text``) on
+    held-out documents, in the model's own tokens (compare models with the same tokenizer)."""
+    total, count = 0.0, 0
+    pad = model.tokenizer.pad
+    for i in range(0, len(texts), batch_size):
+        batch = {k: v.to(model.device) for k, v in model.make_batch({"text": np.array(texts[i:i + batch_size])}).items()}
+        targets = int((batch["tokens"][:, 1:] != pad).sum())
+        if targets:
+            loss, _ = model.forward("model", batch)
+            total, count = total + float(loss) * targets, count + targets
+    return float(np.exp(total / count)) if count else float("nan")

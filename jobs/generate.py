@@ -60,6 +60,7 @@ class GenerateResult:
     seconds: float
     rows_per_second: float
     manifest: dict[str, Any]
+    staging: str | None = None  # store path of the staged partition while it waits for the gate (publish=False)
 
 
 def row_key(run_date: str, request_id: str, index: int) -> tuple[str, int]:
@@ -426,11 +427,14 @@ def _plan_cells(cells: pd.DataFrame, plan: list[dict[str, Any]]) -> pd.DataFrame
 
 
 def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: str,
-                   count: int | None = None, versions: dict[str, str] | None = None) -> GenerateResult:
+                   count: int | None = None, versions: dict[str, str] | None = None,
+                   publish_now: bool = True) -> GenerateResult:
     """Generates the configured requests for ``run_date`` and publishes the partition whole.
 
     ``count`` caps the rows (first N in request order) for quick runs; ``versions`` pins model versions
-    (default: each model's production version). An interrupted run of the same night resumes."""
+    (default: each model's production version). An interrupted run of the same night resumes. With
+    ``publish_now=False`` the partition stays staged (``result.staging``) for the quality gate to judge;
+    ``publish_generation`` or ``discard_generation`` then settles it."""
     started = time.time()
     date.fromisoformat(run_date)  # ValueError for a malformed date, before any work
     cells, briefs, models = _load_requests(
@@ -478,16 +482,36 @@ def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: st
         store.delete(staging_path)  # never resume from a state that does not add up: the re-run starts clean
         store.delete(staging.progress)
         raise RuntimeError(f"accounting broke: {generated} generated, {manifest['rows']} written, {manifest['rejected']} rejected")
+    seconds = time.time() - started
+    result = GenerateResult(run_date, run["run_id"], store.display("generated", partition), manifest["rows"],
+                            manifest["rejected"], manifest["by_modality"], seconds, generated / max(gen_seconds, 1e-9),
+                            manifest, staging_path)
+    return publish_generation(store, result) if publish_now else result
+
+
+def publish_generation(store: Store, result: GenerateResult, extra: dict[str, Any] | None = None) -> GenerateResult:
+    """Makes a staged night visible: its rejects, then its rows, then its manifest (with ``extra`` sections such
+    as the gate's figures). Earlier partitions are never touched; the same date is replaced whole."""
+    partition = f"run_date={result.run_date}"
+    staging_path = result.staging
+    if staging_path is None:
+        raise ValueError(f"{partition} is already published")
     if store.exists(staging_path, "_rejected"):
         publish(store, f"{staging_path}/_rejected", "generated/_rejected", partition)
     else:
         store.delete("generated/_rejected", partition)  # a re-run without rejects leaves none behind
     publish(store, staging_path, "generated", partition)
+    manifest = {**result.manifest, **(extra or {})}
     store.write_json(manifest, "generated/_manifests", f"{partition}.json")
-    store.delete(staging.progress)
-    seconds = time.time() - started
-    return GenerateResult(run_date, run["run_id"], store.display("generated", partition), manifest["rows"],
-                          manifest["rejected"], manifest["by_modality"], seconds, generated / max(gen_seconds, 1e-9), manifest)
+    store.delete(f"{staging_path}.progress.json")
+    return dataclasses.replace(result, manifest=manifest, staging=None)
+
+
+def discard_generation(store: Store, result: GenerateResult) -> None:
+    """Drops a staged night the gate refused (and its resume state: a re-run generates it anew)."""
+    if result.staging:
+        store.delete(result.staging)
+        store.delete(f"{result.staging}.progress.json")
 
 
 def _run_pipeline(cells: pd.DataFrame, skip: frozenset, spec: GenerateSpec, store: Store, staging: str,

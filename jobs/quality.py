@@ -39,7 +39,7 @@ NEAR_COPY_QUANTILE = 0.01
 SHINGLE_K, SHINGLE_MOD = 24, 4
 
 
-def _curated(store: Store, dataset_version: str, split: str, modality: str, sources: list[str] | None,
+def curated_rows(store: Store, dataset_version: str, split: str, modality: str, sources: list[str] | None,
              columns: list[str]) -> Any:
     if not store.exists("curated", dataset_version, split):
         return None
@@ -52,7 +52,7 @@ def _curated(store: Store, dataset_version: str, split: str, modality: str, sour
     return table.take(np.arange(0, table.num_rows, stride)) if stride > 1 else table
 
 
-def _images(table: Any) -> np.ndarray:
+def decode_images(table: Any) -> np.ndarray:
     return np.stack([decode_png(img["bytes"]) for img in table.column("image").to_pylist()])
 
 
@@ -64,14 +64,14 @@ def build_references(store_root: str, dataset_version: str, modality: str, sourc
     card: dict[str, Any] = {"dataset_version": dataset_version}
     files: dict[str, bytes] = {}
     if modality == "image":
-        train = _curated(store, dataset_version, "train", "image", sources, ["id", "label", "image"])
-        val = _curated(store, dataset_version, "val", "image", sources, ["label", "image"])
-        pixels = _images(train)
+        train = curated_rows(store, dataset_version, "train", "image", sources, ["id", "label", "image"])
+        val = curated_rows(store, dataset_version, "val", "image", sources, ["label", "image"])
+        pixels = decode_images(train)
         features = q.pixel_features(pixels)
         tensors["reference_features"] = torch.from_numpy(features).half()
         files["quality_ids.txt"] = ("\n".join(train.column("id").to_pylist()) + "\n").encode()
         card["reference_images"] = int(len(pixels))
-        val_pixels = _images(val) if val is not None and val.num_rows else np.zeros((0,) + pixels.shape[1:], np.uint8)
+        val_pixels = decode_images(val) if val is not None and val.num_rows else np.zeros((0,) + pixels.shape[1:], np.uint8)
         if len(val_pixels):
             dist, _ = q.nearest(q.pixel_features(val_pixels), features.astype(np.float16).astype(np.float32))
             card["near_copy"] = {"threshold": float(np.quantile(dist, NEAR_COPY_QUANTILE)), "quantile": NEAR_COPY_QUANTILE,
@@ -92,7 +92,7 @@ def build_references(store_root: str, dataset_version: str, modality: str, sourc
             card["classifier"] = {"classes": classes, "width": clf.width, "train_images": int(keep.sum()),
                                   "val_accuracy": accuracy}
     else:
-        train = _curated(store, dataset_version, "train", "text", sources, ["text"])
+        train = curated_rows(store, dataset_version, "train", "text", sources, ["text"])
         texts = [t for t in train.column("text").to_pylist() if t]
         ref = q.reference_shingles(texts, SHINGLE_K, SHINGLE_MOD)
         tensors["reference_shingles"] = torch.from_numpy(ref.view(np.int64).copy())

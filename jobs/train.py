@@ -156,9 +156,10 @@ def _run_name(store: Store, spec: ModelSpec, fingerprint: str, fresh: bool) -> t
 
 
 def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_version: str | None = None,
-                 fresh: bool = False) -> TrainResult:
+                 fresh: bool = False, promote: str | None = None) -> TrainResult:
     """Trains ``spec`` on Ray Train and publishes it to the registry. Everything that can be checked on the
-    driver is checked before a worker starts; an interrupted run of the same config resumes unless ``fresh``."""
+    driver is checked before a worker starts; an interrupted run of the same config resumes unless ``fresh``.
+    ``promote`` overrides ``train.promote`` ("first", "always", "never")."""
     started = time.time()
     dataset_version = resolve_dataset_version(store, dataset_version)
     n_rows, classes = split_stats(store, dataset_version, "train", spec.modality, spec.sources)
@@ -220,7 +221,8 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
     epoch_rows = metrics[metrics["scope"] == "epoch"] if "scope" in metrics else metrics
     final = {k: float(v) for k, v in epoch_rows.iloc[-1].items() if k not in ("scope", "epoch", "step", "seconds")}
     references = _quality_references(spec, train, store, dataset_version, model)
-    promote = train.promote == "always" or (train.promote == "first" and not store.exists("models", spec.name, "production.json"))
+    policy = promote or train.promote  # the nightly gate passes "never" and promotes after evaluation
+    promote = policy == "always" or (policy == "first" and not store.exists("models", spec.name, "production.json"))
     ref = _publish_model(store, spec, train, model, metrics, dataset_version, run_name, state, seconds, n_rows, final,
                          probe.num_parameters(), promote, progress, references)
     store.delete("checkpoints", spec.name, "_active.json")  # published: the next `aigc train` starts a new run
@@ -228,6 +230,36 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
         store.delete("checkpoints", spec.name, run_name)
     return TrainResult(ref, int(state["step"]), int(state["epoch"]), seconds,
                        float(epoch_rows["samples_per_second"].mean()), final, promote)
+
+
+# TrainSpec fields that change the weights a run produces (the rest is bookkeeping, placement or logging).
+SHAPING_TRAIN_FIELDS = ("num_workers", "epochs", "batch_size", "grad_clip", "grad_accum", "lr_schedule", "warmup_steps",
+                        "min_lr_ratio", "precision")
+
+
+def spec_fingerprint(spec: ModelSpec, train: TrainSpec) -> str:
+    """What the model entry and the train section ask for, as a hash: recorded in the card, so the nightly
+    flow can tell that production was trained with another config."""
+    shaping = {k: getattr(train, k) for k in SHAPING_TRAIN_FIELDS}
+    return hashlib.sha256(json.dumps([spec.model_dump(mode="json"), shaping], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def retrain_reason(store: Store, spec: ModelSpec, train: TrainSpec, dataset_version: str, run_date: str) -> str | None:
+    """Why tonight should train ``spec`` (``None``: production is up to date and is reused)."""
+    if not store.exists("models", spec.name, "production.json"):
+        return "no production version yet"
+    card = registry.resolve(store, spec.name).card
+    policy = train.retrain
+    if policy.on_data_change and card["dataset_version"] != dataset_version:
+        return f"dataset changed ({card['dataset_version']} -> {dataset_version})"
+    if policy.on_config_change and card.get("spec_fingerprint") != spec_fingerprint(spec, train):
+        return "model or train config changed since production was trained"
+    if policy.every_days:
+        trained = datetime.fromisoformat(card["created_at"]).date()
+        age = (datetime.fromisoformat(run_date).date() - trained).days
+        if age >= policy.every_days:
+            return f"cadence: production is {age} days old (train.retrain.every_days={policy.every_days})"
+    return None
 
 
 def _publish_model(store: Store, spec: ModelSpec, train: TrainSpec, model: aigc_models.GenerativeModel,
@@ -257,7 +289,7 @@ def _publish_model(store: Store, spec: ModelSpec, train: TrainSpec, model: aigc_
         "num_workers": train.num_workers, "use_gpu": train.use_gpu, "sampler_defaults": model.sampler_defaults(),
         "code_version": _code_version(), "created_at": datetime.now(timezone.utc).isoformat(),
         "resumed_from": state.get("resumed_from"), "workers": state.get("workers", []),
-        "quality": references[1] if references else None,
+        "quality": references[1] if references else None, "spec_fingerprint": spec_fingerprint(spec, train),
     }
     return registry.register(store, spec.name, version, files, card, promote=promote)
 

@@ -17,6 +17,7 @@ EPILOG = """\
 examples:
   aigc nightly                                  # the demo: configs/demo.yaml, output in ./runs
   aigc nightly --config my.yaml --date 2026-11-20
+  aigc nightly --config my.yaml --date 2026-11-01..2026-11-07   # backfill a week, one partition per date
   aigc train --config my.yaml --model digits-gan --set train.epochs=3
   aigc train --model digits-gan                 # after Ctrl-C or a lost machine: resumes that run (--fresh: not)
   aigc generate --config my.yaml --count 100 --set generate.batch_size=32
@@ -60,9 +61,17 @@ def _parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("--date", type=_date, help="run date YYYY-MM-DD (default: today in the schedule's timezone)")
     sp.add_argument("--count", type=int, help="generate only the first N rows of the requests")
-    sp = sub.add_parser("nightly", help="preprocess, train and generate, as the scheduled night does")
+    sp = sub.add_parser("nightly", help="the scheduled night: preprocess, train if needed, evaluate, generate, "
+                        "gate, publish, report", description="Runs the nightly flow once per date: preprocess -> "
+                        "train (only when the curated data or the model config changed, or on train.retrain.every_days) "
+                        "-> evaluate and promote the candidate -> generate -> quality gate -> publish -> report "
+                        "(ROOT/reports/run_date=D/index.html). A night whose output fails the gate publishes nothing "
+                        "and exits 1 with the reason. A date range backfills, oldest first, one partition per date.")
     common(sp)
-    sp.add_argument("--date", type=_date, help="run date YYYY-MM-DD (default: today in the schedule's timezone)")
+    sp.add_argument("--date", type=_date_range, help="run date YYYY-MM-DD, or a range FROM..TO (inclusive) to "
+                    "backfill (default: today in the schedule's timezone)")
+    sp.add_argument("--refresh", action="store_true", help="recompute preprocessing and training even if this night "
+                    "already ran them (by default a re-run of a failed night reuses the stages that succeeded)")
     sp = sub.add_parser("serve", help="serve the nightly flow as a Prefect deployment on the config's cron schedule")
     common(sp)
     sp = sub.add_parser("promote", help="point a model's production.json (what generation uses) at a version")
@@ -99,6 +108,21 @@ def _date(value: str) -> str:
         return date.fromisoformat(value).isoformat()
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {value!r}") from None
+
+
+MAX_BACKFILL_DAYS = 366
+
+
+def _date_range(value: str) -> list[str]:
+    """``YYYY-MM-DD`` or ``FROM..TO`` (inclusive) -> the dates, oldest first."""
+    first, _, last = value.partition("..")
+    start, end = date.fromisoformat(_date(first)), date.fromisoformat(_date(last or first))
+    if end < start:
+        raise argparse.ArgumentTypeError(f"the range {value!r} ends before it starts")
+    days = (end - start).days + 1
+    if days > MAX_BACKFILL_DAYS:
+        raise argparse.ArgumentTypeError(f"the range {value!r} has {days} dates (at most {MAX_BACKFILL_DAYS})")
+    return [date.fromordinal(start.toordinal() + i).isoformat() for i in range(days)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         "preprocess": lambda: flows.preprocess_flow(config),
         "train": lambda: flows.train_flow(config, args.model, args.dataset_version, args.fresh),
         "generate": lambda: flows.generate_flow(config, args.date, args.count),
-        "nightly": lambda: flows.nightly_flow(config, args.date),
+        "nightly": lambda: (flows.backfill_flow(config, args.date, args.refresh) if args.date and len(args.date) > 1
+                            else flows.nightly_flow(config, args.date[0] if args.date else None, args.refresh)),
     }
     try:
         result = runners[args.command]()
@@ -177,13 +202,24 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "generate":
         lines = summary.generate_lines(result)
     else:
-        lines = summary.preprocess_lines(result["preprocess"]) + summary.train_lines(result["train"])
-        if result["generate"]:
-            lines += summary.generate_lines(result["generate"])
-        lines.append(("look at", f"{cfg.output}/models/*/<version>/samples.png, "
-                                 f"aigc inspect {cfg.output}/generated/run_date={result['run_date']}"))
+        lines = []
+        for night in result if isinstance(result, list) else [result]:
+            lines += _night_lines(cfg, night)
     print(summary.render(f"aigc {args.command}: {cfg.name}", lines, seconds))
     return 0
+
+
+def _night_lines(cfg: Any, night: dict[str, Any]) -> list[tuple[str, str]]:
+    from . import summary
+
+    lines = [("run date", f"{night['run_date']}: {night['status']}")]
+    lines += summary.preprocess_lines(night["preprocess"]) + summary.models_lines(night["models"])
+    if night["generate"]:
+        lines += summary.generate_lines(night["generate"])
+    lines += summary.gate_lines(night)
+    lines.append(("report", night.get("report") or "not written"))
+    lines.append(("look at", f"aigc inspect {cfg.output}/generated/run_date={night['run_date']}"))
+    return lines
 
 
 def _augment(cfg: Any, args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from jobs.specs import (NAME_RE, GenerateSpec, MixSpec, ModelSpec, PreprocessSpec, RaySpec, ScheduleSpec, Source,
+from jobs.specs import (NAME_RE, GateSpec, GenerateSpec, MixSpec, ModelSpec, PreprocessSpec, RaySpec, ScheduleSpec, Source,
                         Strict, TrainSpec)
 
 SOURCE_KINDS = ("builtin", "image_folder", "text_files", "table")
@@ -34,6 +34,7 @@ class PipelineConfig(Strict):
     train: TrainSpec = TrainSpec()
     generate: GenerateSpec = GenerateSpec()
     augment: MixSpec = MixSpec()  # `aigc augment`: real + synthetic rows for a classifier
+    gate: GateSpec = GateSpec()  # the nightly quality gate (model promotion and publishing)
     schedule: ScheduleSpec = ScheduleSpec()
 
     @model_validator(mode="after")

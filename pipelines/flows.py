@@ -7,24 +7,31 @@ never tensors or DataFrames. The heavy work happens in ``jobs`` on Ray.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
-from datetime import datetime
-from typing import Any, Optional
+import time
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator, Optional
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+import ray
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from jobs import registry
-from jobs.generate import run_generation
+from jobs.evaluate import check, evaluate_model_remote, evaluate_rows_remote, failures
+from jobs.generate import GenerateResult, discard_generation, publish_generation, run_generation
 from jobs.preprocess import run_preprocess, verify_curated
 from jobs.publish import discard, staging_dir
 from jobs.ray_runtime import ensure_ray
 from jobs.sources import stage_source
 from jobs.storage import Store
-from jobs.train import run_training
+from jobs.train import retrain_reason, run_training
 
-from .config import PipelineConfig, validate
+from .config import PipelineConfig, as_dict, validate
+from .report import headline, write_report
 
 
 def _setup(config: dict[str, Any]) -> tuple[PipelineConfig, Store]:
@@ -77,37 +84,144 @@ def preprocess_task(config: dict[str, Any], staging: str) -> dict[str, Any]:
 
 @task(name="train", task_run_name="train-{model_name}", **RETRIES)
 def train_task(config: dict[str, Any], model_name: str, dataset_version: Optional[str] = None,
-               fresh: bool = False) -> dict[str, Any]:
+               fresh: bool = False, promote: Optional[str] = None) -> dict[str, Any]:
     """A retry (or the next `aigc train`) resumes the interrupted Ray Train run from its latest checkpoint."""
     cfg, store = _setup(config)
-    result = run_training(cfg.model(model_name), cfg.train, store, dataset_version, fresh=fresh)
+    result = run_training(cfg.model(model_name), cfg.train, store, dataset_version, fresh=fresh, promote=promote)
     get_run_logger().info("%s %s: %d steps in %.1fs", model_name, result.model.version, result.steps, result.seconds)
     out = dataclasses.asdict(result)
     out["model"] = {"name": result.model.name, "version": result.model.version, "path": store.display(result.model.path)}
     return out
 
 
+@task(name="retrain?", task_run_name="retrain?-{model_name}")
+def retrain_task(config: dict[str, Any], model_name: str, dataset_version: str, run_date: str) -> Optional[str]:
+    """Why tonight trains ``model_name`` (None: its production version is up to date and generates tonight)."""
+    cfg, store = _setup(config)
+    return retrain_reason(store, cfg.model(model_name), cfg.train, dataset_version, run_date)
+
+
+@task(name="evaluate", task_run_name="evaluate-{model_name}-{version}", **RETRIES)
+def evaluate_task(config: dict[str, Any], model_name: str, version: str) -> dict[str, Any]:
+    """A version's gate figures on a fixed seed set, kept as ``evaluation.json`` in its folder (computed once
+    per version and evaluation settings)."""
+    cfg, store = _setup(config)
+    ref = registry.resolve(store, model_name, version)
+    settings = {k: v for k, v in as_dict(cfg)["gate"].items() if k in ("samples_per_label", "text_samples", "val_texts", "copy_overlap")}
+    if store.exists(ref.path, "evaluation.json"):
+        saved = store.read_json(ref.path, "evaluation.json")
+        if saved.get("settings") == settings:
+            return saved
+    spec = cfg.model(model_name)
+    prompts = sorted({p for r in cfg.generate.requests if r.model == model_name for p in (r.prompts or [])}) or None
+    device = "cuda" if cfg.generate.use_gpu else "cpu"
+    task = evaluate_model_remote.options(num_gpus=cfg.generate.num_gpus_per_actor if cfg.generate.use_gpu else 0)
+    result = ray.get(task.remote(store.root, ref.path, spec.sources, as_dict(cfg)["gate"], prompts, device))
+    result["settings"] = settings
+    store.write_json(result, ref.path, "evaluation.json")
+    get_run_logger().info("%s %s: %s", model_name, version, _figures_line(result["figures"]))
+    return result
+
+
+def _figures_line(figures: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in figures.items()) or "no figures"
+
+
 @task(name="promote", task_run_name="promote-{model_name}")
 def promote_task(config: dict[str, Any], model_name: str, version: str) -> dict[str, Any]:
-    """The nightly quality gate: tonight's version becomes production only if its final metrics are all
-    finite; otherwise production stays where it was and generation uses that."""
+    """Model promotion: the candidate becomes production only if its final training metrics are finite and,
+    with the gate on, its evaluation passes the absolute bounds and the relative ones against production's
+    evaluation. Otherwise production stays where it was and tonight generates with it."""
     cfg, store = _setup(config)
     card = registry.resolve(store, model_name, version).card
+    out: dict[str, Any] = {"model": model_name, "version": version, "evaluation": None, "baseline": None, "checks": []}
     bad = sorted(k for k, v in card["final_metrics"].items() if not math.isfinite(v))
-    if bad:
-        get_run_logger().warning("%s %s not promoted: non-finite final metrics %s", model_name, version, ", ".join(bad))
-        return {"model": model_name, "version": version, "promoted": False, "reason": f"non-finite {', '.join(bad)}"}
-    registry.promote_version(store, model_name, version)
-    return {"model": model_name, "version": version, "promoted": True, "reason": "final metrics finite"}
+    problems = [f"{model_name}: non-finite final training metrics {', '.join(bad)}"] if bad else []
+    if cfg.gate.enabled and not bad:
+        out["evaluation"] = evaluate_task(config, model_name, version)["figures"]
+        production = store.read_json("models", model_name, "production.json")["version"] \
+            if store.exists("models", model_name, "production.json") else None
+        if production and production != version:
+            out["baseline"] = {"version": production, "figures": evaluate_task(config, model_name, production)["figures"]}
+        out["checks"] = check(model_name, out["evaluation"], (out["baseline"] or {}).get("figures"), cfg.gate)
+        problems += failures(out["checks"])
+    out["promoted"], out["failures"] = not problems, problems
+    if problems:
+        get_run_logger().warning("%s %s not promoted: %s", model_name, version, "; ".join(problems))
+    else:
+        registry.promote_version(store, model_name, version)
+    return out
 
 
 @task(name="generate", **RETRIES)
-def generate_task(config: dict[str, Any], run_date: str, count: Optional[int] = None) -> dict[str, Any]:
+def generate_task(config: dict[str, Any], run_date: str, count: Optional[int] = None,
+                  publish_now: bool = True) -> dict[str, Any]:
     cfg, store = _setup(config)
-    result = run_generation(cfg.generate, store, run_date, cfg.name, count=count)
-    get_run_logger().info("generated %d rows (%d rejected) for %s at %.1f rows/s", result.rows, result.rejected,
-                          run_date, result.rows_per_second)
+    result = run_generation(cfg.generate, store, run_date, cfg.name, count=count, publish_now=publish_now)
+    get_run_logger().info("generated %d rows (%d rejected) for %s at %.1f rows/s%s", result.rows, result.rejected,
+                          run_date, result.rows_per_second, "" if publish_now else " (staged for the gate)")
     return dataclasses.asdict(result)
+
+
+def output_baseline(store: Store, model_name: str, run_date: str) -> Optional[dict[str, Any]]:
+    """The figures of ``model_name``'s output in the latest published night before ``run_date``."""
+    for name in sorted(store.listdir("generated/_manifests"), reverse=True):
+        night = name.removeprefix("run_date=").removesuffix(".json")
+        if name.startswith("run_date=") and night < run_date:
+            figures = ((store.read_json("generated/_manifests", name).get("gate") or {}).get("figures") or {}).get(model_name)
+            if figures:
+                return {"run_date": night, "figures": figures}
+    return None
+
+
+@task(name="gate", **RETRIES)
+def gate_task(config: dict[str, Any], staged: dict[str, Any]) -> dict[str, Any]:
+    """Tonight's output, per model, against the absolute bounds and the last published night's figures."""
+    cfg, store = _setup(config)
+    models = staged["manifest"]["models"]
+    device = "cuda" if cfg.generate.use_gpu else "cpu"
+    task = evaluate_rows_remote.options(num_gpus=cfg.generate.num_gpus_per_actor if cfg.generate.use_gpu else 0)
+    futures = {name: task.remote(store.root, staged["staging"], name, m["path"], cfg.model(name).sources,
+                                 as_dict(cfg)["gate"], device) for name, m in models.items()}
+    results = {name: ray.get(f) for name, f in futures.items()}
+    gate: dict[str, Any] = {"figures": {}, "baseline": {}, "checks": [], "augmentation_lift": {}, "rows": {}}
+    problems = []
+    for name, r in results.items():
+        gate["figures"][name], gate["rows"][name] = r["figures"], r["rows"]
+        if r.get("augmentation_lift"):
+            gate["augmentation_lift"][name] = r["augmentation_lift"]
+        if r["rows"] == 0:
+            problems.append(f"{name}: no rows passed the filters")
+            continue
+        base = output_baseline(store, name, staged["run_date"])
+        gate["baseline"][name] = base or {"run_date": None, "figures": {}}
+        checks = check(name, r["figures"], (base or {}).get("figures"), cfg.gate)
+        gate["checks"] += checks
+        problems += failures(checks)
+        get_run_logger().info("%s tonight: %s", name, _figures_line(r["figures"]))
+    gate["failures"], gate["passed"] = problems, not problems
+    return gate
+
+
+@task(name="publish")
+def publish_task(config: dict[str, Any], staged: dict[str, Any], gate: Optional[dict[str, Any]]) -> dict[str, Any]:
+    cfg, store = _setup(config)
+    result = publish_generation(store, GenerateResult(**staged), {"gate": gate} if gate else None)
+    get_run_logger().info("published %s (%d rows)", result.path, result.rows)
+    return dataclasses.asdict(result)
+
+
+@task(name="report")
+def report_task(config: dict[str, Any], night: dict[str, Any], rows_path: Optional[str]) -> str:
+    """The night's HTML report, and its headline figures as Prefect artifacts on the flow run."""
+    cfg, store = _setup(config)
+    path = write_report(store, night, rows_path)
+    markdown, table = headline(night)
+    create_markdown_artifact(key="nightly-report", markdown=f"{markdown}\n\nReport: `{path}`",
+                             description=f"Night {night['run_date']} of {cfg.name}")
+    if table:
+        create_table_artifact(key="nightly-figures", table=table, description=f"Gate figures, {night['run_date']}")
+    return path
 
 
 def _preprocess(config: dict[str, Any]) -> dict[str, Any]:
@@ -120,6 +234,41 @@ def _preprocess(config: dict[str, Any]) -> dict[str, Any]:
         return preprocess_task(config, staging)
     finally:
         discard(store, staging)
+
+
+CACHE_EXPIRATION = timedelta(hours=20)  # a re-run of a failed night reuses stages that succeeded; the next night does not
+
+
+def _night_key(kind: str, config: dict[str, Any], *parts: Any) -> str:
+    """A stage's cache key: the output ROOT, the config sections the stage reads, its inputs, the night."""
+    payload = json.dumps([kind, config["output"], *parts], sort_keys=True, default=str)
+    return f"aigc-{kind}-{hashlib.sha256(payload.encode()).hexdigest()[:32]}"
+
+
+def _curate_key(context: Any, p: dict[str, Any]) -> str:
+    return _night_key("curate", p["config"], p["config"]["sources"], p["config"]["preprocess"], p["run_date"])
+
+
+def _train_key(context: Any, p: dict[str, Any]) -> str:
+    c = p["config"]
+    model = next(m for m in c["models"] if m["name"] == p["model_name"])
+    return _night_key("train", c, model, c["train"], p["dataset_version"], p["run_date"], p.get("promote"))
+
+
+@task(name="curate", task_run_name="curate-{run_date}", cache_key_fn=_curate_key, cache_expiration=CACHE_EXPIRATION, persist_result=True)
+def curate_task(config: dict[str, Any], run_date: str) -> dict[str, Any]:
+    """The night's preprocessing (one task per source, then clean/dedup/split/publish); cached per night, so a
+    re-run of a night that failed later does not read the sources again."""
+    return _preprocess(config)
+
+
+@task(name="train", task_run_name="train-{model_name}", cache_key_fn=_train_key, cache_expiration=CACHE_EXPIRATION,
+      persist_result=True, **RETRIES)
+def nightly_train_task(config: dict[str, Any], model_name: str, dataset_version: str, run_date: str,
+                       promote: Optional[str] = None) -> dict[str, Any]:
+    """``train_task`` cached per (model entry, train section, dataset version, night): a re-run of a night
+    that failed after training finds the candidate it already trained."""
+    return train_task.fn(config, model_name, dataset_version, promote=promote)
 
 
 @flow(name="preprocess")
@@ -139,18 +288,146 @@ def generate_flow(config: dict[str, Any], run_date: Optional[str] = None, count:
     return generate_task(config, run_date or today(validate(config)), count)
 
 
+class NightRefused(RuntimeError):
+    """Tonight's output failed the quality gate: nothing was published and production is unchanged."""
+
+
+class _Stages:
+    """Times each stage of a night into ``night["stages"]`` (also when the stage fails)."""
+
+    def __init__(self, night: dict[str, Any]) -> None:
+        self.night = night
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[dict[str, Any]]:
+        entry: dict[str, Any] = {"stage": name, "seconds": None, "rows": None, "rows_per_second": None, "note": None}
+        started = time.time()
+        try:
+            yield entry
+        except BaseException as exc:
+            entry["note"] = f"failed: {type(exc).__name__}: {exc}"[:300]
+            raise
+        finally:
+            entry["seconds"] = round(time.time() - started, 2)
+            if entry["rows"] is not None and entry["seconds"]:
+                entry["rows_per_second"] = round(entry["rows"] / entry["seconds"], 2)
+            self.night["stages"].append(entry)
+
+
+def _models(config: dict[str, Any], cfg: PipelineConfig, curated: dict[str, Any], run_date: str,
+            stage: _Stages, refresh: bool) -> list[dict[str, Any]]:
+    """Train what needs training (new data, new config, or the cadence), gate each candidate, and say which
+    production version every model generates with tonight."""
+    store = Store(cfg.output)
+    out = []
+    for m in cfg.models:
+        entry: dict[str, Any] = {"name": m.name, "family": m.family, "modality": m.modality, "trained": False,
+                                 "candidate": None, "promoted": False, "evaluation": None, "promotion_failures": [],
+                                 "train": None}
+        reason = retrain_task(config, m.name, curated["dataset_version"], run_date)
+        entry["decision"] = reason or "up to date: production was trained on this dataset and config"
+        if reason:
+            with stage(f"train:{m.name}") as st:
+                trained = nightly_train_task.with_options(refresh_cache=refresh)(
+                    config, m.name, curated["dataset_version"], run_date, promote="never")
+                st["rows_per_second"], st["note"] = trained["samples_per_second"], f"{reason}; samples/s"
+            with stage(f"evaluate:{m.name}"):
+                verdict = promote_task(config, m.name, trained["model"]["version"])
+            entry.update(trained=True, candidate=trained["model"]["version"], promoted=verdict["promoted"],
+                         evaluation=verdict["evaluation"], promotion_failures=verdict["failures"],
+                         promotion_checks=verdict["checks"], train=trained)
+        entry["version"] = (store.read_json("models", m.name, "production.json")["version"]
+                            if store.exists("models", m.name, "production.json") else None)
+        out.append(entry)
+    return out
+
+
 @flow(name="nightly")
-def nightly_flow(config: dict[str, Any], run_date: Optional[str] = None) -> dict[str, Any]:
-    """preprocess -> train every model on the new curated version -> promote those that pass the gate ->
-    generate tonight's partition with the production models."""
+def nightly_flow(config: dict[str, Any], run_date: Optional[str] = None, refresh: bool = False) -> dict[str, Any]:
+    """preprocess -> train (when the data or config changed, or on the cadence) -> evaluate and promote ->
+    generate (staged) -> quality gate -> publish -> report. A night whose output fails the gate publishes
+    nothing and the flow run fails with the reason; the report is written either way.
+
+    Preprocessing and training are cached per night (``CACHE_EXPIRATION``): re-running a night that failed
+    at a later stage skips them; ``refresh`` recomputes them. Generation resumes from its own staging."""
     cfg = validate(config)
     run_date = run_date or today(cfg)
-    curated = _preprocess(config)
-    trained = [train_task(config, m.name, curated["dataset_version"]) for m in cfg.models]
-    for t in trained:
-        t["promoted"] = promote_task(config, t["model"]["name"], t["model"]["version"])["promoted"]
-    generated = generate_task(config, run_date) if cfg.generate.requests or cfg.generate.request_tables else None
-    return {"run_date": run_date, "preprocess": curated, "train": trained, "generate": generated}
+    night: dict[str, Any] = {"name": cfg.name, "run_date": run_date, "status": "failed", "reason": None,
+                             "started_at": datetime.now(timezone.utc).isoformat(), "stages": [], "preprocess": None,
+                             "models": [], "generate": None, "gate": None, "augmentation_lift": None}
+    stage, started, staged, rows_path = _Stages(night), time.time(), None, None
+    try:
+        with stage("preprocess") as st:
+            curated = curate_task.with_options(refresh_cache=refresh)(config, run_date)
+            night["preprocess"], st["rows"] = curated, curated["counts"]["inputs"]
+        night["models"] = _models(config, cfg, curated, run_date, stage, refresh)
+        missing = [m["name"] for m in night["models"] if m["version"] is None]
+        if cfg.generate.requests or cfg.generate.request_tables:
+            if missing:
+                raise RuntimeError(f"no production version of {', '.join(missing)} (its first version failed the gate: "
+                                   f"{'; '.join(f for m in night['models'] for f in m['promotion_failures'])})")
+            with stage("generate") as st:
+                staged = generate_task(config, run_date, publish_now=not cfg.gate.enabled)
+                st["rows"] = staged["manifest"]["generated"]
+            night["generate"], rows_path = staged["manifest"], staged["staging"] or f"generated/run_date={run_date}"
+            gate = None
+            if cfg.gate.enabled:
+                with stage("gate") as st:
+                    gate = gate_task(config, staged)
+                    st["rows"] = sum(gate["rows"].values())
+                night["gate"], night["augmentation_lift"] = gate, gate["augmentation_lift"] or None
+                if not gate["passed"]:
+                    night["status"], night["reason"] = "refused", "; ".join(gate["failures"])
+                    return _finish(config, night, started, rows_path, staged)
+                with stage("publish") as st:
+                    staged = publish_task(config, staged, gate)
+                    st["rows"] = staged["rows"]
+                rows_path = f"generated/run_date={run_date}"
+        night["status"] = "published"
+        return _finish(config, night, started, rows_path, staged)
+    except NightRefused:
+        raise
+    except BaseException as exc:
+        night["reason"] = f"{type(exc).__name__}: {exc}"
+        _finish(config, night, started, rows_path, staged, raise_refused=False)
+        raise
+
+
+def _finish(config: dict[str, Any], night: dict[str, Any], started: float, rows_path: Optional[str],
+            staged: Optional[dict[str, Any]], raise_refused: bool = True) -> dict[str, Any]:
+    """Writes the report (best effort on a failed night), drops refused staging, and fails a refused night."""
+    night["seconds"] = round(time.time() - started, 2)
+    try:
+        night["report"] = report_task(config, night, rows_path)
+    except Exception as exc:  # never hide the night's own outcome behind a report problem
+        get_run_logger().warning("report not written: %s: %s", type(exc).__name__, exc)
+        night["report"] = None
+    if night["status"] != "published" and staged and staged.get("staging"):
+        discard_generation(Store(validate(config).output), GenerateResult(**staged))
+    if night["status"] == "refused" and raise_refused:
+        raise NightRefused(f"{night['run_date']} not published: {night['reason']}"
+                           + (f" (report: {night['report']})" if night["report"] else ""))
+    return {"run_date": night["run_date"], "status": night["status"], "preprocess": night["preprocess"],
+            "train": [m["train"] | {"promoted": m["promoted"], "promotion_failures": m["promotion_failures"]}
+                      for m in night["models"] if m["train"]],
+            "models": night["models"], "generate": staged, "gate": night["gate"], "report": night["report"],
+            "stages": night["stages"], "seconds": night["seconds"]}
+
+
+@flow(name="backfill")
+def backfill_flow(config: dict[str, Any], run_dates: list[str], refresh: bool = False) -> list[dict[str, Any]]:
+    """One nightly run per date, oldest first; each date is its own partition (re-running one replaces it).
+    A refused or failed date does not stop the others; the flow fails at the end if any did."""
+    results, failed = [], []
+    for run_date in sorted(run_dates):
+        try:
+            results.append(nightly_flow(config, run_date, refresh))
+        except Exception as exc:
+            failed.append(f"{run_date}: {exc}")
+            results.append({"run_date": run_date, "status": "failed", "reason": str(exc)})
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(run_dates)} nights failed: " + " | ".join(failed))
+    return results
 
 
 @flow(name="nightly-from-config")
@@ -158,7 +435,7 @@ def nightly_from_config(config_path: str, run_date: Optional[str] = None,
                         overrides: Optional[list[str]] = None) -> dict[str, Any]:
     """The nightly flow for work-pool deployments (``deploy/prefect.yaml``): the worker reads the YAML config
     shipped in its image, so a deployment's parameters stay a path and a few ``key=value`` overrides."""
-    from .config import as_dict, load_config
+    from .config import load_config
 
     return nightly_flow(as_dict(load_config(config_path, overrides)), run_date)
 

@@ -55,6 +55,32 @@ def generate_lines(r: dict[str, Any]) -> list[tuple[str, str]]:
     return lines
 
 
+def models_lines(models: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """What the nightly flow did with each model: reused production, or trained a candidate and gated it."""
+    out = []
+    for m in models:
+        if not m["trained"]:
+            out.append((f"model {m['name']}", f"reused production {m['version']} ({m['decision']})"))
+            continue
+        t = m["train"]
+        verdict = "promoted to production" if m["promoted"] else \
+            f"NOT promoted ({'; '.join(m['promotion_failures'])}); production stays {m['version']}"
+        out.append((f"model {m['name']}", f"trained {m['candidate']} ({m['decision']}): {t['steps']:,} steps, "
+                    f"{t['seconds']:.1f}s, {t['samples_per_second']:.0f} samples/s; {verdict}"))
+    return out
+
+
+def gate_lines(night: dict[str, Any]) -> list[tuple[str, str]]:
+    gate = night.get("gate")
+    if not gate:
+        return []
+    lines = []
+    for model, figures in gate["figures"].items():
+        lines.append((f"tonight {model}", ", ".join(f"{k} {v:.3g}" for k, v in figures.items()) or "no figures"))
+    lines.append(("quality gate", "passed" if gate["passed"] else "REFUSED: " + "; ".join(gate["failures"])))
+    return lines
+
+
 def render(title: str, lines: list[tuple[str, str]], seconds: float | None = None) -> str:
     if seconds is not None:
         lines = [*lines, ("total time", f"{seconds:.1f}s")]

@@ -96,12 +96,18 @@ def test_flow_ran_one_task_per_source_and_left_a_summary_artifact(tiny_night):
     async def read():
         async with get_client() as client:
             runs = await client.read_task_runs()
-            arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["curated-dataset"])))
-            return {r.name for r in runs}, arts
+            keys = ["curated-dataset", "nightly-report", "nightly-figures"]
+            arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+            return {r.name for r in runs}, {a.key: a for a in arts}
 
     names, artifacts = asyncio.run(read())
     assert {"read-builtin:digits", "read-builtin:text-corpus", "train-tiny-gan", "train-tiny-gpt"} <= names
-    assert artifacts and "| reject reason | rows |" in artifacts[0].data
+    assert "| reject reason | rows |" in artifacts["curated-dataset"].data
+    _, store, result = tiny_night
+    assert result["report"] == store.display("reports", f"run_date={RUN_DATE}", "index.html")
+    assert result["report"] in artifacts["nightly-report"].data and "published" in artifacts["nightly-report"].data
+    rows = artifacts["nightly-figures"].data  # the table artifact: one row per model and figure
+    assert "tiny-gan" in rows and "conditional_accuracy" in rows and "distinct_2" in rows
 
 
 def test_the_gate_keeps_a_version_with_non_finite_metrics_out_of_production(tiny_night):
@@ -120,7 +126,7 @@ def test_the_gate_keeps_a_version_with_non_finite_metrics_out_of_production(tiny
                      "models", "tiny-gan", bad, "model_card.json")
     try:
         out = promote_task(as_dict(cfg), "tiny-gan", bad)
-        assert out["promoted"] is False and "d_loss" in out["reason"]
+        assert out["promoted"] is False and "d_loss" in out["failures"][0]
         assert registry.resolve(store, "tiny-gan").version == current
         assert promote_task(as_dict(cfg), "tiny-gan", current)["promoted"] is True
     finally:
