@@ -30,7 +30,7 @@ examples:
 --set takes dotted keys into the YAML (list items by index) and YAML values:
   --set train.num_workers=4  --set models.0.epochs=20  --set ray.address=ray://head:10001
 
-Ray: a local instance by default; --set ray.address=... or RAY_ADDRESS joins a cluster.
+Ray: a local instance by default; --ray-address auto|ray://head:10001 (or ray.address, RAY_ADDRESS) joins a cluster.
 Prefect: a temporary local server by default; set PREFECT_API_URL to use yours.
 """
 
@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--out", help="output ROOT, overriding the config's 'output' (local path or URI)")
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (repeatable), e.g. train.epochs=3")
+        sp.add_argument("--ray-address", metavar="ADDRESS", help="run the Ray work on this cluster: 'auto' (the node's "
+                        "running cluster) or 'ray://head:10001' (default: ray.address, else RAY_ADDRESS, else a local Ray)")
 
     sp = sub.add_parser("preprocess", help="ingest, clean, deduplicate, split and version the sources")
     common(sp)
@@ -140,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError, as_dict, load_config
 
     try:
-        cfg = load_config(args.config, args.overrides + (["train.promote=always"] if getattr(args, "promote", False) else []), args.out)
+        extra = (["train.promote=always"] if getattr(args, "promote", False) else []) + \
+            ([f"ray.address={args.ray_address}"] if getattr(args, "ray_address", None) else [])
+        cfg = load_config(args.config, args.overrides + extra, args.out)
         if args.command == "train":
             for name in args.model or []:
                 cfg.model(name)

@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 from pipelines.cli import main
 from tests.conftest import TINY_CONFIG
 
@@ -107,3 +109,14 @@ def test_regenerate_rebuilds_published_rows_byte_for_byte(tiny_night, tmp_path, 
     assert main([*args, "--id", image.id, "--id", "no-such-row"]) == 1
     assert "MISS no-such-row" in capsys.readouterr().out
     assert main([*args]) == 2
+
+
+def test_nightly_takes_a_date_range_and_refuses_a_backwards_one(capsys):
+    from pipelines.cli import _date_range
+
+    assert _date_range("2026-02-27..2026-03-02") == ["2026-02-27", "2026-02-28", "2026-03-01", "2026-03-02"]
+    assert _date_range("2026-11-20") == ["2026-11-20"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["nightly", "--date", "2026-11-09..2026-11-01"])
+    assert exit_.value.code == 2
+    assert "ends before it starts" in capsys.readouterr().err

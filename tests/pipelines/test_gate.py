@@ -41,34 +41,38 @@ def _task_states(flow_run_id):
     return {r.name: r.state.name for r in asyncio.run(read())}
 
 
-def test_second_night_reuses_the_models_publishes_its_own_partition_and_a_trend(tiny_night, tmp_path):
+def test_a_backfill_reuses_the_models_publishes_a_partition_per_date_and_a_trend(tiny_night, tmp_path, capsys):
+    from pipelines.cli import main
+
     store = _copy_of(tiny_night, tmp_path)
     first = store.read_json("generated/_manifests", f"run_date={RUN_DATE}.json")
-    state = _night(store, "2026-11-21", ["gate.relative={fd: 10.0, distinct_2: 10.0}"])
-    night = state.result()
+    code = main(["nightly", "--config", str(TINY_CONFIG), "--out", store.root, "--date", "2026-11-21..2026-11-22",
+                 "--set", "gate.relative={fd: 10.0, distinct_2: 10.0}"])
+    out = capsys.readouterr().out
+    assert code == 0 and "2026-11-21: published" in out and "2026-11-22: published" in out
 
-    assert night["status"] == "published" and not any(m["trained"] for m in night["models"])
-    assert all(m["decision"].startswith("up to date") for m in night["models"])
-    assert store.read_json("generated/_manifests", f"run_date={RUN_DATE}.json") == first  # yesterday untouched
-    manifest = store.read_json("generated/_manifests", "run_date=2026-11-21.json")
-    assert manifest["rows"] == 18 and manifest["gate"]["passed"] is True
-    relative = [c for c in manifest["gate"]["checks"] if c["kind"] == "relative"]
+    assert store.read_json("generated/_manifests", f"run_date={RUN_DATE}.json") == first  # earlier night untouched
+    for night, previous in (("2026-11-21", first), ("2026-11-22", None)):
+        manifest = store.read_json("generated/_manifests", f"run_date={night}.json")
+        assert manifest["rows"] == 18 and manifest["gate"]["passed"] is True
+        report = json.loads(store.read_bytes("reports", f"run_date={night}", "report.json"))
+        assert report["status"] == "published" and report["gate"]["figures"] == manifest["gate"]["figures"]
+        assert all(not m["trained"] and m["decision"].startswith("up to date") for m in report["models"])
+    relative = [c for c in manifest["gate"]["checks"] if c["kind"] == "relative"]  # 2026-11-22 against 2026-11-21
     assert {(c["model"], c["metric"]) for c in relative} == {("tiny-gan", "fd"), ("tiny-gpt", "distinct_2")}
     base = manifest["gate"]["baseline"]["tiny-gan"]
-    assert base["run_date"] == RUN_DATE and base["figures"] == first["gate"]["figures"]["tiny-gan"]
+    yesterday = store.read_json("generated/_manifests", "run_date=2026-11-21.json")
+    assert base["run_date"] == "2026-11-21" and base["figures"] == yesterday["gate"]["figures"]["tiny-gan"]
     fd = next(c for c in relative if c["metric"] == "fd")
     assert fd["bound"] == pytest.approx(base["figures"]["fd"] * 11)
-    figures = manifest["gate"]["figures"]["tiny-gan"]
-    assert {"fd", "kid", "precision", "recall", "conditional_accuracy", "memorisation_rate", "augmentation_lift"} <= set(figures)
-    assert {"distinct_1", "distinct_2", "self_similarity", "copy_rate"} <= set(manifest["gate"]["figures"]["tiny-gpt"])
+    figures = manifest["gate"]["figures"]
+    assert {"fd", "kid", "precision", "recall", "conditional_accuracy", "memorisation_rate", "augmentation_lift"} <= set(figures["tiny-gan"])
+    assert {"distinct_1", "distinct_2", "self_similarity", "copy_rate"} <= set(figures["tiny-gpt"])
 
-    report = json.loads(store.read_bytes("reports", "run_date=2026-11-21", "report.json"))
-    assert report["status"] == "published" and report["gate"]["figures"] == manifest["gate"]["figures"]
-    html = store.read_bytes("reports", "run_date=2026-11-21", "index.html").decode()
-    assert RUN_DATE in html and "2026-11-21" in html  # the trend spans both nights
+    html = store.read_bytes("reports", "run_date=2026-11-22", "index.html").decode()
+    trend = html.split('data-chart="tiny-gan/fd"', 1)[1].split("</svg>", 1)[0]
+    assert trend.count('class="point"') == 3 and RUN_DATE in trend and "2026-11-22" in trend  # the three nights
     assert html.count("data:image/png;base64,") >= 3  # a strip per requested label
-    states = _task_states(state.state_details.flow_run_id)
-    assert "generate" in {n.split("-")[0] for n in states} and not any(n.startswith("train-") for n in states)
 
 
 def test_a_refused_night_publishes_nothing_keeps_production_and_a_rerun_reuses_what_succeeded(tiny_night, tmp_path):
@@ -110,3 +114,18 @@ def test_a_failing_stage_fails_the_flow_publishes_nothing_and_still_reports(tiny
     report = json.loads(store.read_bytes("reports", "run_date=2026-11-23", "report.json"))
     assert report["status"] == "failed" and "FileNotFoundError" in report["reason"]
     assert [s["stage"] for s in report["stages"]][-1] == "generate" and report["stages"][-1]["note"].startswith("failed")
+
+
+def test_re_running_a_night_replaces_its_partition_whole(tiny_night, tmp_path):
+    import pandas as pd
+
+    store = _copy_of(tiny_night, tmp_path)
+    before = set(store.listdir("generated", f"run_date={RUN_DATE}"))
+    night = _night(store, RUN_DATE, ["generate.requests.0.per_label=2"]).result()  # 6 digits instead of 12
+
+    assert night["status"] == "published"
+    rows = pd.read_parquet(store.path("generated", f"run_date={RUN_DATE}"))
+    assert len(rows) == 6 + 6 and rows["id"].is_unique and (rows["modality"] == "image").sum() == 6
+    assert not before & set(store.listdir("generated", f"run_date={RUN_DATE}"))  # no file of the old partition left
+    assert store.read_json("generated/_manifests", f"run_date={RUN_DATE}.json")["rows"] == 12
+    assert json.loads(store.read_bytes("reports", f"run_date={RUN_DATE}", "report.json"))["generate"]["rows"] == 12
