@@ -40,8 +40,9 @@ class Store:
 
     def __reduce__(self) -> tuple:
         """A pickled store (a Ray task's argument) is rebuilt from its root in the receiving process, so the
-        worker resolves credentials and endpoint exactly as a ``Store(store.root)`` there would."""
-        return (Store, (self.root,))
+        worker resolves credentials and endpoint exactly as a ``Store(store.root)`` there would (a local root
+        travels as its absolute path: the worker's working directory may differ)."""
+        return (Store, (self.base if self.is_local else self.root,))
 
     @property
     def is_local(self) -> bool:
