@@ -4,6 +4,17 @@ Readers list ``ROOT/<area>/<name>``; a staging folder lives under ``ROOT/<area>/
 reader looks. ``publish`` replaces the target: the old version is moved aside first, the new one renamed
 into place, the old one deleted. On a local disk each rename is atomic; a reader sees the old partition,
 the new one, or (for the instant between the two renames) none, never a mix.
+
+On an object store (S3 and the like) there is no rename, so the same three steps copy object by object
+(``Store.move``, server-side copies) and the guarantee is weaker: while ``publish`` runs, a reader listing
+the target may see part of the old version (being moved aside) or part of the new one (being copied in),
+never old and new files together. A crash in the middle leaves a part there until the stage runs again;
+the staging folder (or the moved-aside version, under ``_staging/_replaced.*``) is kept until its copy is
+complete. The pipeline's own readers are not fooled: the metadata a folder is trusted by
+(``_manifest.json`` of a curated version, ``model_card.json`` of a model version) is copied last, and the
+pointers (``curated/_latest.json``, ``production.json``, a night's ``generated/_manifests/...json``) are
+written only after ``publish`` returns. Readers that list a generated partition directly (pandas, Ray
+Data, ``datasets``) should not read a night while it is being generated or re-run.
 """
 
 from __future__ import annotations
@@ -34,6 +45,8 @@ def resumable_staging(store: Store, area: str, name: str, key: str) -> tuple[str
 
 
 def publish(store: Store, staging: str, area: str, name: str) -> str:
+    """Makes ``staging`` the content of ``area/name`` (replacing what was there) and returns that store path;
+    atomic on a local disk, object by object on an object store (see the module docstring)."""
     target = f"{area}/{name}"
     trash = f"{area}/_staging/_replaced.{name}.{uuid.uuid4().hex[:12]}"
     if store.exists(target):

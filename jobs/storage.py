@@ -2,6 +2,18 @@
 
 Everything the pipeline writes goes through ``Store`` so the same code runs on a laptop and against a
 bucket. Paths inside the store are ``/``-joined strings relative to ROOT.
+
+ROOT is a local path or any URI ``pyarrow.fs.FileSystem.from_uri`` takes, e.g.
+``s3://bucket/prefix`` (credentials, region and endpoint from the standard AWS variables:
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``) or, for an
+S3-compatible server, ``s3://bucket/prefix?endpoint_override=host:9000&scheme=http&region=us-east-1``.
+Ray tasks and actors get ``store.root`` (or a pickled ``Store``, which travels as its root) and build their
+own ``Store``: every process resolves credentials from its own environment, or from ``s3://KEY:SECRET@...``
+in the URI itself (then the secret travels with the root; ``display`` never shows it).
+
+Object stores have no directories and no rename: a "folder" exists while an object lies under its prefix,
+and ``move`` of a folder is a copy of each object then a delete (see ``jobs.publish`` for what that means
+for readers). Local disks keep atomic renames.
 """
 
 from __future__ import annotations
@@ -10,8 +22,11 @@ import json
 import os
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
+
+METADATA_SUFFIX = ".json"  # manifests and model cards: what readers check before they trust a folder
 
 
 class Store:
@@ -23,20 +38,35 @@ class Store:
         else:
             self.fs, self.base = pafs.LocalFileSystem(), os.path.abspath(root)
 
+    def __reduce__(self) -> tuple:
+        """A pickled store (a Ray task's argument) is rebuilt from its root in the receiving process, so the
+        worker resolves credentials and endpoint exactly as a ``Store(store.root)`` there would (a local root
+        travels as its absolute path: the worker's working directory may differ)."""
+        return (Store, (self.base if self.is_local else self.root,))
+
     @property
     def is_local(self) -> bool:
         return isinstance(self.fs, pafs.LocalFileSystem)
 
     def path(self, *parts: str) -> str:
-        """Filesystem path (for ``self.fs`` and Ray Data's ``filesystem=``) of ``parts`` under ROOT."""
+        """Filesystem path (for ``self.fs`` and Ray Data's ``filesystem=``) of ``parts`` under ROOT.
+        On S3 this is ``bucket/prefix/...`` without scheme or query: pass it with ``filesystem=self.fs``."""
         return "/".join([self.base, *(p.strip("/") for p in parts if p)])
 
     def display(self, *parts: str) -> str:
-        """What to show a person: a local path or a full URI."""
+        """What to show a person (and to paste into ``pyarrow.fs.FileSystem.from_uri``): a local path, or the
+        full URI with ROOT's query (endpoint, scheme, region) but never credentials given in it."""
         p = self.path(*parts)
-        return p if self.is_local else f"{self.root.split('://')[0]}://{p}"
+        if self.is_local:
+            return p
+        uri = urlsplit(self.root)
+        host = uri.netloc.rsplit("@", 1)[-1]  # drops KEY:SECRET@
+        where = f"{host}{p}" if p.startswith("/") else p  # hdfs://host:port/path vs s3://bucket/key
+        return f"{uri.scheme}://{where}" + (f"?{uri.query}" if uri.query else "")
 
     def exists(self, *parts: str) -> bool:
+        """Whether a file or folder is there; on an object store a folder exists while something lies under
+        it (or ``makedirs`` left a marker)."""
         return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
 
     def makedirs(self, *parts: str) -> None:
@@ -56,8 +86,13 @@ class Store:
         return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
 
     def write_bytes(self, data: bytes, *parts: str) -> None:
-        """Writes to a temporary sibling and moves it into place, so readers never see half a file."""
+        """Writes so that readers never see half a file: on a local disk to a temporary sibling that is then
+        renamed into place; on an object store directly (an upload becomes visible only once complete)."""
         target = self.path(*parts)
+        if not self.is_local:
+            with self.fs.open_output_stream(target) as f:
+                f.write(data)
+            return
         self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
         tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
         with self.fs.open_output_stream(tmp) as f:
@@ -75,6 +110,7 @@ class Store:
         return json.loads(self.read_bytes(*parts))
 
     def delete(self, *parts: str) -> None:
+        """Deletes a file or a whole folder; nothing there is not an error."""
         info = self.fs.get_file_info(self.path(*parts))
         if info.type == pafs.FileType.Directory:
             self.fs.delete_dir(info.path)
@@ -82,6 +118,31 @@ class Store:
             self.fs.delete_file(info.path)
 
     def move(self, src: str, dst: str) -> None:
-        """Moves store path ``src`` to ``dst`` (atomic rename on local disks)."""
-        self.fs.create_dir(self.path(dst).rsplit("/", 1)[0], recursive=True)
-        self.fs.move(self.path(src), self.path(dst))
+        """Moves store path ``src`` (a file or a folder) to ``dst``, which must not exist.
+
+        On a local disk this is one atomic rename. An object store cannot rename a folder, so each file is
+        copied (server side) and the source deleted afterwards; ``*.json`` files (manifests, model cards)
+        are copied last and deleted first, so a folder that has its metadata has all its data, in ``dst``
+        while the copy runs and in ``src`` until the copy is complete."""
+        source, target = self.path(src), self.path(dst)
+        if self.is_local:
+            self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            self.fs.move(source, target)
+            return
+        info = self.fs.get_file_info(source)
+        if info.type == pafs.FileType.File:
+            self.fs.move(source, target)
+            return
+        if info.type == pafs.FileType.NotFound:
+            raise FileNotFoundError(f"cannot move {self.display(src)}: it does not exist")
+        infos = self.fs.get_file_info(pafs.FileSelector(source, recursive=True))
+        files = sorted((i.path for i in infos if i.type == pafs.FileType.File),
+                       key=lambda p: (p.endswith(METADATA_SUFFIX), p))  # data first, metadata last
+        for empty in (i.path for i in infos if i.type == pafs.FileType.Directory
+                      and not any(f.startswith(i.path + "/") for f in files)):
+            self.fs.create_dir(target + empty[len(source):], recursive=True)  # e.g. a split with no rows
+        for f in files:
+            self.fs.copy_file(f, target + f[len(source):])
+        for f in (f for f in files if f.endswith(METADATA_SUFFIX)):  # src stops looking complete first
+            self.fs.delete_file(f)
+        self.fs.delete_dir(source)  # the data, in batched deletes

@@ -1,4 +1,5 @@
-"""Session-wide real engines: one local Ray and one Prefect test server for the whole suite.
+"""Session-wide real engines: one local Ray and one Prefect test server for the whole suite, and (for the
+object-store tests) one S3-compatible server, moto's server mode, on a free localhost port.
 
 Starting either takes seconds (Prefect's server 15-25 s here), so every test shares them. The tiny night
 (``tiny_night``) runs the real ``nightly`` flow once; the tests that read its outputs share it.
@@ -6,7 +7,15 @@ Starting either takes seconds (Prefect's server 15-25 s here), so every test sha
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -56,3 +65,61 @@ def tiny_night(tmp_path_factory, ray_local, prefect_server):
     cfg = load_config(TINY_CONFIG, output=str(root))
     result = nightly_flow(as_dict(cfg), RUN_DATE)
     return cfg, Store(str(root)), result
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Server:
+    """A running S3-compatible server: where it listens, its bucket and the (fake) keys it is used with."""
+    endpoint: str  # host:port
+    bucket: str
+    access_key: str = "testing"
+    secret_key: str = "testing"
+    region: str = "us-east-1"
+
+    def uri(self, prefix: str) -> str:
+        """ROOT for ``prefix`` in the bucket. The keys ride in the URI (pyarrow's ``s3://KEY:SECRET@...``)
+        rather than in AWS_* variables: Ray's workers keep the environment of the moment Ray started, which
+        may be before this server existed."""
+        return (f"s3://{self.access_key}:{self.secret_key}@{self.bucket}/{prefix}"
+                f"?endpoint_override={self.endpoint}&scheme=http&region={self.region}")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto's S3 server in a subprocess (not in-process: Ray workers and pyarrow's S3 client threads stay
+    out of its way), with one bucket; stopped at the end of the session."""
+    import pyarrow.fs as pafs
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("moto") / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).close()
+                break
+            except urllib.error.HTTPError:  # any HTTP answer means it is up
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"moto server did not start on port {port} (see {log.name})") from None
+                time.sleep(0.2)
+        server = S3Server(endpoint=f"127.0.0.1:{port}", bucket="aigc-test")
+        pafs.S3FileSystem(access_key=server.access_key, secret_key=server.secret_key, region=server.region,
+                          endpoint_override=server.endpoint, scheme="http",
+                          allow_bucket_creation=True).create_dir(server.bucket)
+        yield server
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def s3_root(s3_server) -> str:
+    """A fresh ROOT on the S3 server for one test."""
+    return s3_server.uri(f"t-{uuid.uuid4().hex[:10]}")
