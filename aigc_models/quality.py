@@ -195,20 +195,23 @@ def kernel_inception_distance(a: np.ndarray, b: np.ndarray, subsets: int = 20, s
     return float(np.mean(values))
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, chunk: int = 512) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019): each set's manifold is the union of balls
     reaching each point's k-th nearest neighbour; precision is the share of generated points inside the real
-    manifold (fidelity), recall the share of real points inside the generated one (coverage)."""
+    manifold (fidelity), recall the share of real points inside the generated one (coverage). Distances are
+    taken ``chunk`` rows at a time, so memory stays at ``chunk x N`` whatever the set sizes."""
     r, f = torch.from_numpy(np.asarray(real, np.float64)), torch.from_numpy(np.asarray(fake, np.float64))
     if len(r) <= k or len(f) <= k:
         return float("nan"), float("nan")
 
-    def radii(x: torch.Tensor) -> torch.Tensor:
-        return torch.cdist(x, x).kthvalue(k + 1, dim=1).values  # +1: a point is its own nearest neighbour
+    def radii(x: torch.Tensor) -> torch.Tensor:  # +1: a point is its own nearest neighbour
+        return torch.cat([torch.cdist(x[i:i + chunk], x).kthvalue(k + 1, dim=1).values for i in range(0, len(x), chunk)])
 
-    cross = torch.cdist(f, r)  # [fake, real]
-    precision = (cross <= radii(r)[None, :]).any(dim=1).double().mean()
-    recall = (cross.T <= radii(f)[None, :]).any(dim=1).double().mean()
+    def covered(q: torch.Tensor, ref: torch.Tensor, ref_radii: torch.Tensor) -> torch.Tensor:
+        return torch.cat([(torch.cdist(q[i:i + chunk], ref) <= ref_radii[None, :]).any(dim=1) for i in range(0, len(q), chunk)])
+
+    precision = covered(f, r, radii(r)).double().mean()
+    recall = covered(r, f, radii(f)).double().mean()
     return float(precision), float(recall)
 
 

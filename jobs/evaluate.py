@@ -38,6 +38,7 @@ from .storage import Store
 
 EVAL_SEED = 1_000_000_007  # evaluation samples use seeds EVAL_SEED + i: same for every version of a model
 SAMPLE_CHUNK = 256
+MAX_REAL_IMAGES = 5000  # held-out real images the figures compare with (an even stride through val)
 DEFAULT_PROMPTS = ("The ", "A ", "In ")
 
 
@@ -81,6 +82,8 @@ def _real_images(store: Store, card: dict[str, Any], sources: list[str] | None) 
     for split in ("val", "train"):
         table = curated_rows(store, card["dataset_version"], split, "image", sources, ["label", "image"])
         if table is not None and table.num_rows >= 2:
+            if table.num_rows > MAX_REAL_IMAGES:
+                table = table.take(np.linspace(0, table.num_rows - 1, MAX_REAL_IMAGES).round().astype(np.int64))
             return decode_images(table), split
     raise ValueError(f"curated dataset {card['dataset_version']} has no real images to compare model {card['name']} with")
 
