@@ -7,7 +7,7 @@
 
 from .base import GenerativeModel, OptimizerSettings, row_generator
 from .char_rnn import CharRNN, CharRNNConfig
-from .checkpoint import CheckpointError, build, load, read_metadata, save, sha256_file
+from .checkpoint import CheckpointError, build, load, load_state, read_metadata, save, save_state, sha256_file
 from .dcgan import DCGAN, DCGANConfig
 from .ddpm import DDPM, DDPMConfig
 from .gpt import GPT, GPTConfig
@@ -20,6 +20,6 @@ FAMILIES: dict[str, type[GenerativeModel]] = {
 __all__ = [
     "FAMILIES", "GenerativeModel", "OptimizerSettings", "CheckpointError", "CharRNN", "CharRNNConfig", "DCGAN",
     "DCGANConfig", "DDPM", "DDPMConfig", "GPT", "GPTConfig", "HFCausalLM", "HFCausalLMConfig", "HFDiffusion",
-    "HFDiffusionConfig", "VAE", "VAEConfig", "build", "load",
+    "HFDiffusionConfig", "VAE", "VAEConfig", "build", "load", "load_state", "save_state",
     "read_metadata", "row_generator", "save", "sha256_file",
 ]

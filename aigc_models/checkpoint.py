@@ -96,3 +96,56 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# ---- training state (optimisers, schedules, RNG states, progress samples) -------------------------------
+
+def _encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """A nested structure -> JSON with tensors replaced by ``{"t": name}`` (stored apart in safetensors).
+    Dicts and sequences are tagged, so integer keys (optimiser states) and tuples come back as they were."""
+    if isinstance(obj, torch.Tensor):
+        name = str(len(tensors))
+        tensors[name] = obj.detach().cpu().contiguous().clone()  # clone: safetensors refuses shared storage
+        return {"t": name}
+    if isinstance(obj, dict):
+        return {"d": [[k, _encode(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return {"l" if isinstance(obj, list) else "u": [_encode(v, tensors) for v in obj]}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return {"v": obj}
+    raise TypeError(f"cannot store a {type(obj).__name__} in a training state (tensors, numbers, strings, lists, dicts)")
+
+
+def _decode(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    (tag, value), = node.items()
+    if tag == "t":
+        return tensors[value]
+    if tag == "d":
+        return {k: _decode(v, tensors) for k, v in value}
+    if tag in ("l", "u"):
+        items = [_decode(v, tensors) for v in value]
+        return items if tag == "l" else tuple(items)
+    if tag == "v":
+        return value
+    raise CheckpointError(f"unknown node {tag!r} in a training state")
+
+
+def save_state(tree: Any, path: str | Path) -> None:
+    """Writes a training state (optimiser and scheduler state dicts, RNG states, counters, sample tensors) as
+    safetensors + a JSON skeleton in its metadata: resuming never unpickles anything."""
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = json.dumps(_encode(tree, tensors))
+    save_file(tensors, str(path), metadata={"format": "pt", "aigc_state": skeleton})
+
+
+def load_state(path: str | Path) -> Any:
+    """Reads what ``save_state`` wrote; anything else (a pickle, a truncated file) is a ``CheckpointError``."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a safetensors training state: {exc}") from exc
+    if "aigc_state" not in metadata:
+        raise CheckpointError(f"{path} has no training-state skeleton; it was not written by save_state")
+    return _decode(json.loads(metadata["aigc_state"]), tensors)

@@ -42,7 +42,7 @@ import ray
 from . import provenance, quality, registry, request_table, schema
 from .images import encode_png
 from .publish import publish, resumable_staging
-from .specs import FilterSpec, GenerateSpec, RequestSpec
+from .specs import ErrorBudgetExceeded, FilterSpec, GenerateSpec, RequestSpec, check_error_budget
 from .storage import Store
 
 CELL_COLUMNS = ["request_id", "model_name", "modality", "label", "prompt", "sampler", "brief", "key", "start", "n"]
@@ -61,6 +61,7 @@ class GenerateResult:
     rows_per_second: float
     manifest: dict[str, Any]
     staging: str | None = None  # store path of the staged partition while it waits for the gate (publish=False)
+    reused: bool = False  # the date was already published from exactly this work: nothing was regenerated
 
 
 def row_key(run_date: str, request_id: str, index: int) -> tuple[str, int]:
@@ -428,13 +429,14 @@ def _plan_cells(cells: pd.DataFrame, plan: list[dict[str, Any]]) -> pd.DataFrame
 
 def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: str,
                    count: int | None = None, versions: dict[str, str] | None = None,
-                   publish_now: bool = True) -> GenerateResult:
+                   publish_now: bool = True, force: bool = False) -> GenerateResult:
     """Generates the configured requests for ``run_date`` and publishes the partition whole.
 
     ``count`` caps the rows (first N in request order) for quick runs; ``versions`` pins model versions
     (default: each model's production version). An interrupted run of the same night resumes. With
     ``publish_now=False`` the partition stays staged (``result.staging``) for the quality gate to judge;
-    ``publish_generation`` or ``discard_generation`` then settles it."""
+    ``publish_generation`` or ``discard_generation`` then settles it. A date already published from exactly
+    the same work (requests, model checkpoints, filters, briefs, device) is not regenerated unless ``force``."""
     started = time.time()
     date.fromisoformat(run_date)  # ValueError for a malformed date, before any work
     cells, briefs, models = _load_requests(
@@ -447,9 +449,17 @@ def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: st
     cells = cells.sort_values("model_name", kind="stable").reset_index(drop=True)  # blocks of one model
     key = _fingerprint(run_date, cells, models, spec.filters, briefs, spec.use_gpu)
     partition = f"run_date={run_date}"
+    run_id = f"{run_name}:{run_date}:{key[:8]}"
+    done_before = None if force else published_unchanged(store, partition, key, run_id)
+    if done_before is not None:
+        print(f"[generate] {partition} is already published from the same requests, models and settings: "
+              "nothing to regenerate (--refresh regenerates it)", flush=True)
+        return GenerateResult(run_date, run_id, store.display("generated", partition), done_before["rows"],
+                              done_before["rejected"], done_before["by_modality"], time.time() - started, 0.0,
+                              done_before, None, reused=True)
     staging_path, resumed = resumable_staging(store, "generated", partition, key[:16])
     staging = _Staging(store, staging_path)
-    run = {"run_id": f"{run_name}:{run_date}:{key[:8]}", "run_date": run_date,
+    run = {"run_id": run_id, "run_date": run_date, "fingerprint": key,
            "models": {n: {"version": r.version, "family": r.card["family"], "checkpoint_sha256": r.card["checkpoint_sha256"],
                           "dataset_version": r.card["dataset_version"], "path": r.path} for n, r in models.items()}}
     if os.environ.get("AIGC_GENERATE_KILL_AFTER_BATCHES"):  # see Finisher._kill_drill
@@ -482,11 +492,34 @@ def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: st
         store.delete(staging_path)  # never resume from a state that does not add up: the re-run starts clean
         store.delete(staging.progress)
         raise RuntimeError(f"accounting broke: {generated} generated, {manifest['rows']} written, {manifest['rejected']} rejected")
+    try:
+        check_error_budget("generate.filters.max_reject_share", manifest["rejected"], generated,
+                           manifest["rejected_by_reason"], spec.filters.max_reject_share, "generated rows")
+    except ErrorBudgetExceeded:
+        store.delete(staging_path)  # a re-run generates the night anew (with the settings fixed)
+        store.delete(staging.progress)
+        raise
     seconds = time.time() - started
     result = GenerateResult(run_date, run["run_id"], store.display("generated", partition), manifest["rows"],
                             manifest["rejected"], manifest["by_modality"], seconds, generated / max(gen_seconds, 1e-9),
                             manifest, staging_path)
     return publish_generation(store, result) if publish_now else result
+
+
+def published_unchanged(store: Store, partition: str, key: str, run_id: str) -> dict[str, Any] | None:
+    """The manifest of ``partition`` when it was published from the work fingerprinted ``key`` and its files
+    are all still there at their recorded sizes; else None (generate it)."""
+    if not store.exists("generated/_manifests", f"{partition}.json"):
+        return None
+    manifest = store.read_json("generated/_manifests", f"{partition}.json")
+    if manifest.get("fingerprint") != key or manifest.get("run_id") != run_id:
+        return None
+    listed = {f["path"]: f["bytes"] for f in manifest["files"]}
+    infos = store.fs.get_file_info([store.path("generated", partition, p) for p in listed])
+    if any(i.size != size for i, size in zip(infos, listed.values())):
+        return None
+    present = {f[len(store.path("generated", partition)) + 1:] for f in store.files("generated", partition, suffix=".parquet")}
+    return manifest if present == set(listed) else None
 
 
 def publish_generation(store: Store, result: GenerateResult, extra: dict[str, Any] | None = None) -> GenerateResult:
@@ -566,7 +599,8 @@ def _manifest(store: Store, staging: _Staging, cells: pd.DataFrame, run: dict[st
         targets[cell.request_id] += int(cell.n)
     short = {r: n - tallies["request_id"].get(r, 0) for r, n in targets.items() if tallies["request_id"].get(r, 0) < n}
     return {
-        "run_id": run["run_id"], "run_date": run["run_date"], "schema_version": schema.SCHEMA_VERSION,
+        "run_id": run["run_id"], "run_date": run["run_date"], "fingerprint": run["fingerprint"],
+        "schema_version": schema.SCHEMA_VERSION,
         "created_at": datetime.now(timezone.utc).isoformat(), "requested": int(cells["n"].sum()),
         "generated": generated, "rows": rows, "rejected": sum(reasons.values()),
         "rejected_by_reason": dict(sorted(reasons.items())),

@@ -38,7 +38,8 @@ from .dedup import dhash, first_of_groups, near_image_duplicates, text_key
 from .images import decode_png, encode_png
 from .publish import discard, publish, staging_dir
 from .sources import stage_source
-from .specs import PreprocessSpec, Source
+from .paths import PathPolicy
+from .specs import PreprocessSpec, Source, check_error_budget
 from .storage import Store
 
 
@@ -249,7 +250,8 @@ def _rejects_part(df: pd.DataFrame) -> pa.Table:
 
 # ---- the job ------------------------------------------------------------------------------------
 
-def run_preprocess(sources: list[Source], spec: PreprocessSpec, store: Store, staging: str | None = None) -> PreprocessResult:
+def run_preprocess(sources: list[Source], spec: PreprocessSpec, store: Store, staging: str | None = None,
+                   policy: PathPolicy = PathPolicy()) -> PreprocessResult:
     """Cleans, deduplicates, splits, versions and publishes. ``staging`` names a folder where
     ``stage_source`` already wrote each source's raw units (the Prefect flow does that, one task per
     source); without it the sources are staged here, one after the other."""
@@ -258,7 +260,7 @@ def run_preprocess(sources: list[Source], spec: PreprocessSpec, store: Store, st
     if own_staging:
         staging = staging_dir(store, "curated", "raw")
         for i, source in enumerate(sources):
-            stage_source(source, i, store, staging)
+            stage_source(source, i, store, staging, policy)
     try:
         return _run(sources, spec, store, staging, start)
     finally:
@@ -284,6 +286,8 @@ def _run(sources: list[Source], spec: PreprocessSpec, store: Store, staging: str
              .map_batches(tally_batch, fn_kwargs={"duplicates": duplicates, "spec": spec_dict}, batch_format="pandas")
              .to_pandas().groupby(TALLY_KEYS)["n"].sum())
     counts = _counts(tally, n_inputs, sources, spec)
+    check_error_budget("preprocess.max_reject_share", counts["rejected"], n_inputs, counts["by_reason"],
+                       spec.max_reject_share, "inputs")
 
     target = f"curated/{version}"
     if store.exists(target, "_manifest.json"):

@@ -37,6 +37,7 @@ import ray
 from PIL import Image
 
 from .specs import BuiltinSource, ImageFolderSource, Source, TableSource, TextFilesSource
+from .paths import PathPolicy
 from .storage import Store
 
 RAW_COLUMNS = ["source", "input_ref", "modality", "label", "payload", "text", "path", "reject", "encoding",
@@ -44,9 +45,9 @@ RAW_COLUMNS = ["source", "input_ref", "modality", "label", "payload", "text", "p
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
-def read_source(source: TableSource | BuiltinSource) -> Iterator[pd.DataFrame]:
+def read_source(source: TableSource | BuiltinSource, policy: PathPolicy = PathPolicy()) -> Iterator[pd.DataFrame]:
     """Raw units of a table (streamed batch by batch) or a built-in dataset, in chunks."""
-    chunks = _table(source) if isinstance(source, TableSource) else [BUILTINS[source.name]()]
+    chunks = _table(source, policy) if isinstance(source, TableSource) else [BUILTINS[source.name]()]
     for df in chunks:
         yield _raw_frame(df, source.source_id)
 
@@ -70,7 +71,7 @@ FILE_STRIDE = 10**7  # text files: file i starts at i * FILE_STRIDE (then line n
 FILES_PER_TASK = 64  # text files read by one Ray task
 
 
-def stage_source(source: Source, index: int, store: Store, staging: str) -> int:
+def stage_source(source: Source, index: int, store: Store, staging: str, policy: PathPolicy = PathPolicy()) -> int:
     """Reads one source into raw-unit Parquet files under ``staging/raw/`` and returns how many units it
     had. ``position`` keeps the input order across sources (source index, then place) for "first one wins".
 
@@ -78,19 +79,22 @@ def stage_source(source: Source, index: int, store: Store, staging: str) -> int:
     folder of an image folder, one per ``FILES_PER_TASK`` text files; tables and built-ins stream from
     here batch by batch. Memory on this process stays flat either way. With ``limit`` set, everything
     runs here in input order and stops early (``limit`` is for trying a config on a sample).
+
+    With a restricted ``policy`` (``security.allowed_roots``), files whose real path lies outside the roots
+    (links, ``..`` in a table cell, another bucket) become ``path_not_allowed`` rejects and are never opened.
     """
     if isinstance(source, ImageFolderSource):
         groups, by_folder = _image_folder_groups(source)
-        work = [(_walk_group, (source, g, starts, by_folder)) for g, starts in enumerate(groups)]
+        work = [(_walk_group, (source, g, starts, by_folder, policy)) for g, starts in enumerate(groups)]
     elif isinstance(source, TextFilesSource):
         paths = sorted(p for p in glob.glob(os.path.expanduser(source.path), recursive=True) if os.path.isfile(p))
         if not paths:
             raise FileNotFoundError(f"text_files source: no file matches {source.path}")
-        work = [(_read_text_group, (source, first, paths[first:first + FILES_PER_TASK]))
+        work = [(_read_text_group, (source, first, paths[first:first + FILES_PER_TASK], policy))
                 for first in range(0, len(paths), FILES_PER_TASK)]
     else:
         total, left = 0, source.limit
-        for part, df in enumerate(read_source(source)):
+        for part, df in enumerate(read_source(source, policy)):
             if left is not None:
                 df, left = df.iloc[:left], left - min(left, len(df))
             total += _write_units(df.assign(position=index * SOURCE_STRIDE + total + np.arange(len(df))),
@@ -233,7 +237,8 @@ def _image_folder_groups(source: ImageFolderSource) -> tuple[list[tuple[list[str
     return walks, by_folder
 
 
-def _walk_group(source: ImageFolderSource, group: int, walk: tuple[list[str], list[str]], by_folder: bool) -> pd.DataFrame:
+def _walk_group(source: ImageFolderSource, group: int, walk: tuple[list[str], list[str]], by_folder: bool,
+                policy: PathPolicy = PathPolicy()) -> pd.DataFrame:
     """Every entry met is a unit. Hidden entries are ``hidden`` rejects (a hidden folder counts once);
     symlinked folders are followed once (a second visit, or a link into a folder another walk lists, is a
     ``symlink_loop`` reject); links leading out of the folder are ``symlink_outside`` rejects unless
@@ -258,6 +263,9 @@ def _walk_group(source: ImageFolderSource, group: int, walk: tuple[list[str], li
             real = path.resolve()
             if path.is_symlink() and not real.is_relative_to(root_real) and not source.follow_symlinks_outside:
                 unit(path, f"symlink_outside:link leads outside the folder to {real}")
+                continue
+            if policy.restricted and not policy.allows(str(real)):  # not even listed, let alone read
+                unit(path, f"path_not_allowed:{real} is outside security.allowed_roots")
                 continue
             if path.is_dir():
                 if real in visited or any(real.is_relative_to(o) or o.is_relative_to(real) for o in elsewhere):
@@ -294,12 +302,16 @@ def decode_text(data: bytes) -> tuple[str, str]:
         return data.decode("latin-1"), "latin-1"
 
 
-def _read_text_group(source: TextFilesSource, first: int, paths: list[str]) -> pd.DataFrame:
+def _read_text_group(source: TextFilesSource, first: int, paths: list[str], policy: PathPolicy = PathPolicy()) -> pd.DataFrame:
     """Reads and decodes a group of text files (in a Ray task); file ``first + i`` holds positions
     ``(first + i) * FILE_STRIDE + line``."""
     rows = []
     for i, p in enumerate(paths):
         base = (first + i) * FILE_STRIDE
+        if policy.restricted and not policy.allows(p):
+            rows.append({"input_ref": p, "text": None, "encoding": None, "position": base,
+                         "reject": f"path_not_allowed:{os.path.realpath(p)} is outside security.allowed_roots"})
+            continue
         try:
             data = Path(p).read_bytes()
         except OSError as exc:
@@ -353,12 +365,13 @@ def open_table(path: str, fmt: str = "auto", what: str = "table source") -> tupl
     return schema, batches()
 
 
-def _table(source: TableSource) -> Iterator[pd.DataFrame]:
+def _table(source: TableSource, policy: PathPolicy = PathPolicy()) -> Iterator[pd.DataFrame]:
     schema, batches = open_table(source.path, source.format)
-    yield from _table_chunks(source, schema.names, batches)
+    yield from _table_chunks(source, schema.names, batches, policy)
 
 
-def _table_chunks(source: TableSource, columns: list[str], batches: Iterable[pa.RecordBatch]) -> Iterator[pd.DataFrame]:
+def _table_chunks(source: TableSource, columns: list[str], batches: Iterable[pa.RecordBatch],
+                  policy: PathPolicy = PathPolicy()) -> Iterator[pd.DataFrame]:
     named = [c for c in (source.image_column, source.text_column, source.label_column) if c]
     missing = [c for c in named if c not in columns]
     if missing:
@@ -381,6 +394,10 @@ def _table_chunks(source: TableSource, columns: list[str], batches: Iterable[pa.
             out["path"] = [c if isinstance(c, str) else (c or {}).get("path") if isinstance(c, dict) else None for c in cells]
             out["reject"] = [None if (p is not None or q) else "empty:no image in the row"
                              for p, q in zip(out["payload"], out["path"])]
+            if policy.restricted:  # a cell naming a file: checked here, before the cleaning task would open it
+                out["reject"] = [r if r or p is not None or not q or policy.allows(q) else
+                                 f"path_not_allowed:{q} is outside security.allowed_roots"
+                                 for r, p, q in zip(out["reject"], out["payload"], out["path"])]
         else:
             out["modality"] = "text"
         yield out

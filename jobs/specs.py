@@ -18,6 +18,35 @@ NAME_RE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 BUILTIN_SOURCES = ("digits", "faces", "textures", "text-corpus")
 
 
+class SecuritySpec(BaseModel):
+    """Where the pipeline may read and write (see ``jobs.paths``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    allowed_roots: list[str] = Field(default_factory=list)  # local folders and URI prefixes (s3://bucket/prefix);
+    #   empty: unrestricted. Config paths outside are config errors; table cells and files outside (links,
+    #   ../) are path_not_allowed rejects, never opened
+
+    def policy(self) -> Any:
+        from .paths import PathPolicy
+
+        return PathPolicy(tuple(self.allowed_roots))
+
+
+class ErrorBudgetExceeded(ValueError):
+    """More inputs or generated rows were rejected than the config's error budget allows: nothing was published.
+    A ValueError, so Prefect does not retry it (the same inputs would be rejected again)."""
+
+
+def check_error_budget(key: str, rejected: int, total: int, by_reason: dict[str, int], budget: float | None,
+                       what: str) -> None:
+    """Raises ``ErrorBudgetExceeded`` naming the config ``key`` when ``rejected / total`` is over ``budget``."""
+    if budget is None or total == 0 or rejected <= budget * total:
+        return
+    top = ", ".join(f"{reason} {n:,}" for reason, n in sorted(by_reason.items(), key=lambda kv: -kv[1])[:3])
+    raise ErrorBudgetExceeded(f"{key}: {rejected:,} of {total:,} {what} rejected ({rejected / total:.1%} > "
+                              f"{budget:.1%}; {top}); nothing was published")
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
@@ -123,6 +152,8 @@ class PreprocessSpec(Strict):
     fit: Literal["center-crop", "pad", "resize"] = "center-crop"
     background: Literal["white", "black"] = "white"  # for transparency and padding
     split_salt: str = "v1"  # changing it reshuffles the train/val split
+    max_reject_share: Optional[float] = Field(None, ge=0, le=1)  # error budget: more rejects than this share of
+    #   the inputs fails the run and publishes nothing (the message names the top reasons); null: no budget
 
     @field_validator("resolution")
     @classmethod
@@ -285,6 +316,8 @@ class FilterSpec(Strict):
     blocklist: list[str] = Field(default_factory=list)  # blocked_term: whole word, case-insensitive
     top_up: bool = True  # generate replacements until every request has its count
     top_up_rounds: int = Field(3, ge=1, le=20)  # at most this many extra rounds; a shortfall left is reported
+    max_reject_share: Optional[float] = Field(None, ge=0, le=1)  # error budget: more rejected rows than this share
+    #   of the rows generated (top-ups included) fails the night and publishes nothing; null: no budget
 
 
 class GenerateSpec(Strict):
@@ -354,8 +387,9 @@ class MixSpec(Strict):
 
 
 class ScheduleSpec(Strict):
-    cron: str = "0 2 * * *"
-    timezone: str = "UTC"
+    cron: str = "0 2 * * *"  # in ``timezone``: one run per local day across DST changes (a skipped 02:00 runs an
+    timezone: str = "UTC"    #   hour early that day; a repeated 01:30 runs once)
+    overlap: Literal["queue", "cancel"] = "queue"  # a scheduled night that finds the last one still running
 
     @field_validator("cron")
     @classmethod

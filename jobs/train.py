@@ -27,7 +27,6 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import ray
-import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
@@ -215,8 +214,8 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
     with result.checkpoint.as_directory() as d:
         model = aigc_models.load(os.path.join(d, "model.safetensors"))
         metrics = pd.read_parquet(os.path.join(d, "metrics.parquet"))
-        state = torch.load(os.path.join(d, "train_state.pt"), weights_only=True)
-        progress = torch.load(os.path.join(d, "progress.pt"), weights_only=True) if os.path.exists(os.path.join(d, "progress.pt")) else []
+        state = aigc_models.load_state(os.path.join(d, "train_state.safetensors"))
+        progress = aigc_models.load_state(os.path.join(d, "progress.safetensors")) if os.path.exists(os.path.join(d, "progress.safetensors")) else []
     seconds = time.time() - started
     epoch_rows = metrics[metrics["scope"] == "epoch"] if "scope" in metrics else metrics
     final = {k: float(v) for k, v in epoch_rows.iloc[-1].items() if k not in ("scope", "epoch", "step", "seconds")}

@@ -32,7 +32,7 @@ from aigc_models.training import make_optimizers, optimizer_step
 
 
 def _rng_state() -> dict[str, Any]:
-    """This process's RNG states as tensors and plain values (so ``torch.load(weights_only=True)`` reads them)."""
+    """This process's RNG states as tensors and plain values (what ``aigc_models.save_state`` stores)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -140,7 +140,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     if checkpoint:  # a restarted worker group, or a resumed run: continue where the checkpoint left off
         with checkpoint.as_directory() as d:
             model.load_state_dict(aigc_models.load(os.path.join(d, "model.safetensors")).state_dict())
-            state = torch.load(os.path.join(d, "train_state.pt"), weights_only=True)
+            state = aigc_models.load_state(os.path.join(d, "train_state.safetensors"))
             for phase in model.phases:
                 optimizers[phase].load_state_dict(state["optimizers"][phase])
                 schedulers[phase].load_state_dict(state["schedulers"][phase])
@@ -149,8 +149,8 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
             epoch0, skip, step = state["epoch"], state.get("batch", 0), state["step"]
             resumed_from = {"step": step, "epoch": epoch0, "batch": skip, "previous": state.get("resumed_from")}
             history = pd.read_parquet(os.path.join(d, "metrics.parquet")).to_dict("records")
-            if os.path.exists(os.path.join(d, "progress.pt")):
-                progress = torch.load(os.path.join(d, "progress.pt"), weights_only=True)
+            if os.path.exists(os.path.join(d, "progress.safetensors")):
+                progress = aigc_models.load_state(os.path.join(d, "progress.safetensors"))
 
     ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": len(model.phases) > 1})
     workers = _all_gather(_worker_info(rank, device), world)
@@ -167,12 +167,12 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as d:
             if rank == 0:
                 aigc_models.save(model, os.path.join(d, "model.safetensors"))
-                torch.save({"optimizers": {p: o.state_dict() for p, o in optimizers.items()},
-                            "schedulers": {p: s.state_dict() for p, s in schedulers.items()}, "rng": rng,
-                            "epoch": epoch_done, "batch": batch, "step": step, "resumed_from": resumed_from,
-                            "workers": workers}, os.path.join(d, "train_state.pt"))
+                aigc_models.save_state({"optimizers": {p: o.state_dict() for p, o in optimizers.items()},
+                                        "schedulers": {p: s.state_dict() for p, s in schedulers.items()}, "rng": rng,
+                                        "epoch": epoch_done, "batch": batch, "step": step, "resumed_from": resumed_from,
+                                        "workers": workers}, os.path.join(d, "train_state.safetensors"))
                 pd.DataFrame(history).to_parquet(os.path.join(d, "metrics.parquet"))
-                torch.save(progress, os.path.join(d, "progress.pt"))
+                aigc_models.save_state(progress, os.path.join(d, "progress.safetensors"))
             ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
         _kill_drill(cfg, rank, world, step, resumed_from is not None)
 

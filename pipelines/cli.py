@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("--date", type=_date, help="run date YYYY-MM-DD (default: today in the schedule's timezone)")
     sp.add_argument("--count", type=int, help="generate only the first N rows of the requests")
+    sp.add_argument("--refresh", action="store_true", help="regenerate a date even if it is already published from "
+                    "the same requests, models and settings (by default that is a no-op)")
     sp = sub.add_parser("nightly", help="the scheduled night: preprocess, train if needed, evaluate, generate, "
                         "gate, publish, report", description="Runs the nightly flow once per date: preprocess -> "
                         "train (only when the curated data or the model config changed, or on train.retrain.every_days) "
@@ -162,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return _augment(cfg, args)
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from the local server
     if args.command == "serve":
         from prefect import serve
 
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     runners: dict[str, Callable[[], Any]] = {
         "preprocess": lambda: flows.preprocess_flow(config),
         "train": lambda: flows.train_flow(config, args.model, args.dataset_version, args.fresh),
-        "generate": lambda: flows.generate_flow(config, args.date, args.count),
+        "generate": lambda: flows.generate_flow(config, args.date, args.count, args.refresh),
         "nightly": lambda: (flows.backfill_flow(config, args.date, args.refresh) if args.date and len(args.date) > 1
                             else flows.nightly_flow(config, args.date[0] if args.date else None, args.refresh)),
     }

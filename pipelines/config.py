@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from jobs.specs import (NAME_RE, GateSpec, GenerateSpec, MixSpec, ModelSpec, PreprocessSpec, RaySpec, ScheduleSpec, Source,
+from jobs.specs import (NAME_RE, GateSpec, GenerateSpec, MixSpec, SecuritySpec, ModelSpec, PreprocessSpec, RaySpec, ScheduleSpec, Source,
                         Strict, TrainSpec)
 
 SOURCE_KINDS = ("builtin", "image_folder", "text_files", "table")
@@ -36,6 +36,34 @@ class PipelineConfig(Strict):
     augment: MixSpec = MixSpec()  # `aigc augment`: real + synthetic rows for a classifier
     gate: GateSpec = GateSpec()  # the nightly quality gate (model promotion and publishing)
     schedule: ScheduleSpec = ScheduleSpec()
+    security: SecuritySpec = SecuritySpec()
+
+    @model_validator(mode="after")
+    def _paths_under_allowed_roots(self) -> "PipelineConfig":
+        """With ``security.allowed_roots`` set, every path the config names is checked before any I/O."""
+        import glob
+
+        from jobs.paths import PathNotAllowed
+
+        policy = self.security.policy()
+        if not policy.restricted:
+            return self
+        named = [("output", self.output)] + [(f"sources.{i}.path", s.path) for i, s in enumerate(self.sources)
+                                             if hasattr(s, "path")]
+        named += [(f"generate.request_tables.{i}.path", t.path) for i, t in enumerate(self.generate.request_tables)]
+        for key, path in named:
+            if glob.has_magic(path) and "://" not in path:  # a glob: its fixed leading folders
+                fixed = []
+                for part in path.split("/"):
+                    if glob.has_magic(part):
+                        break
+                    fixed.append(part)
+                path = "/".join(fixed) or "."
+            try:
+                policy.check(path, key)
+            except PathNotAllowed as exc:
+                raise _KeyError(key, str(exc).split(": ", 1)[1]) from None
+        return self
 
     @model_validator(mode="after")
     def _cross_references(self) -> "PipelineConfig":
@@ -99,8 +127,9 @@ def describe(exc: ValidationError) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
-    if msg.split(":", 1)[0].count(".") and msg.split(":", 1)[0].replace(".", "").replace("_", "").isalnum():
-        return msg  # already names its own key (cross-reference checks)
+    head = msg.split(":", 1)[0]
+    if head in PipelineConfig.model_fields or (head.count(".") and head.replace(".", "").replace("_", "").isalnum()):
+        return msg  # already names its own key (cross-reference and path checks)
     if msg.startswith("unknown key '") or msg.startswith("'"):  # model hyperparameter checks name the key
         key = msg.split("'")[1]
         return f"{'.'.join(loc + [key])}: {msg}"

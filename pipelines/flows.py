@@ -22,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from jobs import registry
 from jobs.evaluate import check, evaluate_model_remote, evaluate_rows_remote, failures
+from jobs.lease import night_lease
 from jobs.generate import GenerateResult, discard_generation, publish_generation, run_generation
 from jobs.preprocess import run_preprocess, verify_curated
 from jobs.publish import discard, staging_dir
@@ -57,7 +58,7 @@ def today(cfg: PipelineConfig) -> str:
 @task(name="read-source", task_run_name="read-{source_id}", **RETRIES)
 def stage_source_task(config: dict[str, Any], index: int, source_id: str, staging: str) -> int:
     cfg, store = _setup(config)
-    n = stage_source(cfg.sources[index], index, store, staging)
+    n = stage_source(cfg.sources[index], index, store, staging, cfg.security.policy())
     get_run_logger().info("%s: %d input units", source_id, n)
     return n
 
@@ -155,9 +156,12 @@ def promote_task(config: dict[str, Any], model_name: str, version: str) -> dict[
 
 @task(name="generate", **RETRIES)
 def generate_task(config: dict[str, Any], run_date: str, count: Optional[int] = None,
-                  publish_now: bool = True) -> dict[str, Any]:
+                  publish_now: bool = True, force: bool = False) -> dict[str, Any]:
     cfg, store = _setup(config)
-    result = run_generation(cfg.generate, store, run_date, cfg.name, count=count, publish_now=publish_now)
+    result = run_generation(cfg.generate, store, run_date, cfg.name, count=count, publish_now=publish_now, force=force)
+    if result.reused:
+        get_run_logger().info("%s is already published from this exact work; nothing regenerated", run_date)
+        return dataclasses.asdict(result)
     get_run_logger().info("generated %d rows (%d rejected) for %s at %.1f rows/s%s", result.rows, result.rejected,
                           run_date, result.rows_per_second, "" if publish_now else " (staged for the gate)")
     return dataclasses.asdict(result)
@@ -284,8 +288,9 @@ def train_flow(config: dict[str, Any], models: Optional[list[str]] = None,
 
 
 @flow(name="generate")
-def generate_flow(config: dict[str, Any], run_date: Optional[str] = None, count: Optional[int] = None) -> dict[str, Any]:
-    return generate_task(config, run_date or today(validate(config)), count)
+def generate_flow(config: dict[str, Any], run_date: Optional[str] = None, count: Optional[int] = None,
+                  refresh: bool = False) -> dict[str, Any]:
+    return generate_task(config, run_date or today(validate(config)), count, force=refresh)
 
 
 class NightRefused(RuntimeError):
@@ -349,9 +354,15 @@ def nightly_flow(config: dict[str, Any], run_date: Optional[str] = None, refresh
     nothing and the flow run fails with the reason; the report is written either way.
 
     Preprocessing and training are cached per night (``CACHE_EXPIRATION``): re-running a night that failed
-    at a later stage skips them; ``refresh`` recomputes them. Generation resumes from its own staging."""
+    at a later stage skips them; ``refresh`` recomputes them. Generation resumes from its own staging, and a
+    night already published from exactly the same work is not regenerated (``refresh`` regenerates it)."""
     cfg = validate(config)
     run_date = run_date or today(cfg)
+    with night_lease(Store(cfg.output), run_date):  # one night at a time per output root, however started
+        return _night(config, cfg, run_date, refresh)
+
+
+def _night(config: dict[str, Any], cfg: PipelineConfig, run_date: str, refresh: bool) -> dict[str, Any]:
     night: dict[str, Any] = {"name": cfg.name, "run_date": run_date, "status": "failed", "reason": None,
                              "started_at": datetime.now(timezone.utc).isoformat(), "stages": [], "preprocess": None,
                              "models": [], "generate": None, "gate": None, "augmentation_lift": None}
@@ -367,11 +378,15 @@ def nightly_flow(config: dict[str, Any], run_date: Optional[str] = None, refresh
                 raise RuntimeError(f"no production version of {', '.join(missing)} (its first version failed the gate: "
                                    f"{'; '.join(f for m in night['models'] for f in m['promotion_failures'])})")
             with stage("generate") as st:
-                staged = generate_task(config, run_date, publish_now=not cfg.gate.enabled)
-                st["rows"] = staged["manifest"]["generated"]
+                staged = generate_task(config, run_date, publish_now=not cfg.gate.enabled, force=refresh)
+                st["rows"] = 0 if staged["reused"] else staged["manifest"]["generated"]
+                st["note"] = "already published from this exact work: nothing regenerated" if staged["reused"] else None
             night["generate"], rows_path = staged["manifest"], staged["staging"] or f"generated/run_date={run_date}"
             gate = None
-            if cfg.gate.enabled:
+            if staged["reused"]:  # a re-run of a committed night: its gate verdict stands
+                night["gate"] = staged["manifest"].get("gate")
+                night["augmentation_lift"] = (night["gate"] or {}).get("augmentation_lift") or None
+            elif cfg.gate.enabled:
                 with stage("gate") as st:
                     gate = gate_task(config, staged)
                     st["rows"] = sum(gate["rows"].values())

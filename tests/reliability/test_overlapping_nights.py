@@ -1,0 +1,95 @@
+"""Scenario 10: nights never run in parallel on one output root; the schedule gives one run per local day."""
+
+import asyncio
+import inspect
+import json
+import subprocess
+import sys
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from jobs.lease import LOCK, NightLocked, night_lease
+from jobs.storage import Store
+
+
+def test_a_second_night_on_the_same_root_is_refused_while_the_first_holds_the_lease(tmp_path):
+    store = Store(str(tmp_path))
+    with night_lease(store, "2026-11-20") as me:
+        assert store.read_json(*LOCK)["token"] == me["token"]
+        with pytest.raises(NightLocked, match=r"another night holds .*nightly\.json: run date 2026-11-20"):
+            with night_lease(store, "2026-11-21"):
+                pass
+    assert not store.exists(*LOCK)  # released
+    with night_lease(store, "2026-11-21"):
+        pass
+
+
+def test_a_lease_left_by_a_dead_or_ancient_night_is_taken_over(tmp_path):
+    import socket
+
+    store = Store(str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for holder in ({"host": socket.gethostname(), "pid": int(dead.stdout), "taken_at": datetime.now(timezone.utc).isoformat()},
+                   {"host": "elsewhere", "pid": 1, "taken_at": (datetime.now(timezone.utc) - timedelta(days=2)).isoformat()}):
+        store.write_json({"token": "old", "run_date": "2026-11-19", **holder}, *LOCK)
+        with night_lease(store, "2026-11-20") as me:
+            assert store.read_json(*LOCK)["token"] == me["token"]
+    store.write_json({"token": "live", "host": "elsewhere", "pid": 1, "run_date": "2026-11-19",
+                      "taken_at": datetime.now(timezone.utc).isoformat()}, *LOCK)
+    with pytest.raises(NightLocked, match="on elsewhere"):  # another machine's recent lease is respected
+        with night_lease(store, "2026-11-20"):
+            pass
+
+
+def test_the_nightly_flow_refuses_to_start_beside_a_running_night(tmp_path, prefect_server, tiny_config):
+    from pipelines.config import as_dict
+    from pipelines.flows import nightly_flow
+
+    store = Store(str(tmp_path))
+    config = as_dict(tiny_config.model_copy(update={"output": str(tmp_path)}))
+    with night_lease(store, "2026-11-20"):
+        with pytest.raises(NightLocked):
+            nightly_flow(config, "2026-11-20")
+    assert store.listdir() == []  # it did nothing: no curated data, no staging, no report
+
+
+def _local_days(cron: str, tz: str, start: date, days: int) -> list[datetime]:
+    from prefect.server.schemas.schedules import CronSchedule
+
+    zone = ZoneInfo(tz)
+    first = datetime(start.year, start.month, start.day, tzinfo=zone)
+    dates = CronSchedule(cron=cron, timezone=tz).get_dates(n=days + 5, start=first, end=first + timedelta(days=days))
+    dates = asyncio.run(dates) if inspect.isawaitable(dates) else dates
+    return [d.astimezone(zone) for d in dates]
+
+
+@pytest.mark.parametrize("tz, spring, autumn", [("America/New_York", date(2026, 3, 8), date(2026, 11, 1)),
+                                                ("Europe/Paris", date(2026, 3, 29), date(2026, 10, 25))])
+@pytest.mark.parametrize("cron", ["0 2 * * *", "30 1 * * *", "30 2 * * *"])
+def test_the_schedule_runs_once_per_local_day_across_both_dst_changes(tz, spring, autumn, cron):
+    for change in (spring, autumn):
+        runs = _local_days(cron, tz, change - timedelta(days=3), 7)
+        assert [r.date() for r in runs] == [change - timedelta(days=3) + timedelta(days=i) for i in range(7)], runs
+
+
+def test_the_deployment_queues_or_cancels_an_overlapping_night_per_config(tiny_config, prefect_server):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import ConcurrencyLimitStrategy
+
+    from pipelines.schedule import build_deployment
+
+    for overlap, strategy in (("cancel", ConcurrencyLimitStrategy.CANCEL_NEW), ("queue", ConcurrencyLimitStrategy.ENQUEUE)):
+        cfg = tiny_config.model_copy(update={"name": f"overlap-{overlap}", "schedule": tiny_config.schedule.model_copy(
+            update={"overlap": overlap})})
+        deployment_id = build_deployment(cfg).apply()
+
+        async def read():
+            async with get_client() as client:
+                return await client.read_deployment(deployment_id)
+
+        stored = asyncio.run(read())
+        assert stored.global_concurrency_limit.limit == 1
+        assert stored.concurrency_options.collision_strategy == strategy
+    assert json.loads(json.dumps(stored.parameters))["config"]["schedule"]["overlap"] == "queue"

@@ -1,0 +1,89 @@
+"""Scenario 8: a malicious checkpoint where a model or a training state is expected is refused, never run.
+
+Only safetensors (tensors + JSON metadata) and JSON are ever loaded; a pickle whose ``__reduce__`` would
+write a marker file is refused everywhere the pipeline reads weights or training state.
+"""
+
+import ast
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+import aigc_models
+from aigc_models import CheckpointError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _evil_file(path: Path, marker: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(_Evil(str(marker))))
+    torch.save({"x": _Evil(str(marker))}, path.with_suffix(".pt"))  # a torch-style pickle beside it, too
+
+
+def test_a_pickle_in_the_registry_is_refused_and_never_executed(tmp_path):
+    from jobs import registry
+    from jobs.storage import Store
+
+    store, marker = Store(str(tmp_path / "root")), tmp_path / "pwned"
+    version = tmp_path / "root" / "models" / "evil" / "v1"
+    _evil_file(version / "model.safetensors", marker)
+    (version / "model_card.json").write_text('{"name": "evil", "version": "v1", "family": "dcgan"}')
+    (version.parent / "production.json").write_text('{"model": "evil", "version": "v1"}')
+    ref = registry.resolve(store, "evil")
+    with pytest.raises(CheckpointError, match="not a safetensors model file"):
+        registry.load(store, ref)
+    assert not marker.exists()
+
+
+def test_a_pickle_as_a_training_state_is_refused_and_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    _evil_file(tmp_path / "train_state.safetensors", marker)
+    with pytest.raises(CheckpointError, match="not a safetensors training state"):
+        aigc_models.load_state(tmp_path / "train_state.safetensors")
+    model = aigc_models.build("gpt", {"block_size": 16, "n_layer": 1, "n_head": 1, "n_embd": 8})
+    aigc_models.save(model, tmp_path / "weights.safetensors")  # valid safetensors, but not a training state
+    with pytest.raises(CheckpointError, match="no training-state skeleton"):
+        aigc_models.load_state(tmp_path / "weights.safetensors")
+    assert not marker.exists()
+
+
+def test_training_state_round_trips_tensors_ints_and_tuples(tmp_path):
+    tree = {"optimizers": {"model": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2, 2)}},
+                                     "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.99), "params": [0]}]}},
+            "rng": [["MT19937", torch.arange(4), 2, 0, 0.0]], "resumed_from": None, "epoch": 2}
+    aigc_models.save_state(tree, tmp_path / "s.safetensors")
+    back = aigc_models.load_state(tmp_path / "s.safetensors")
+    state = back["optimizers"]["model"]["state"]
+    assert list(state) == [0] and torch.equal(state[0]["exp_avg"], torch.ones(2, 2))
+    assert back["optimizers"]["model"]["param_groups"][0]["betas"] == (0.9, 0.99)
+    assert back["rng"][0][0] == "MT19937" and torch.equal(back["rng"][0][1], torch.arange(4))
+    assert back["resumed_from"] is None and back["epoch"] == 2
+
+
+def test_no_code_path_unpickles_and_torch_is_recent_enough():
+    """``torch.load``, ``pickle.load(s)`` and ``numpy.load(allow_pickle=...)`` appear nowhere in the package."""
+    calls = []
+    for package in ("aigc_models", "jobs", "pipelines"):
+        for path in (REPO / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                    owner = getattr(node.func.value, "id", None)
+                    if (owner, node.func.attr) in {("torch", "load"), ("pickle", "load"), ("pickle", "loads"),
+                                                   ("cloudpickle", "loads"), ("dill", "load"), ("joblib", "load")}:
+                        calls.append(f"{path.relative_to(REPO)}:{node.lineno}")
+                    if node.func.attr == "load" and any(k.arg == "allow_pickle" for k in node.keywords):
+                        calls.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert calls == []
+    major, minor = (int(x) for x in torch.__version__.split(".")[:2])
+    assert (major, minor) >= (2, 6)  # weights_only by default; older torch.load runs pickles
