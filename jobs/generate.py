@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from . import provenance, quality, registry, request_table, schema
+from . import faults, provenance, quality, registry, request_table, schema
 from .images import encode_png
 from .publish import publish, resumable_staging
 from .specs import ErrorBudgetExceeded, FilterSpec, GenerateSpec, RequestSpec, check_error_budget
@@ -153,9 +153,11 @@ class Generator:
     """Ray Data callable class: loads each model once per actor and samples a batch with one call per
     (model, sampler settings); a failing call is retried row by row so only the bad rows are rejected."""
 
-    def __init__(self, root: str, models: dict[str, tuple[str, str]], use_gpu: bool) -> None:
+    def __init__(self, root: str, models: dict[str, tuple[str, str]], use_gpu: bool,
+                 fault: dict[str, Any] | None = None) -> None:
         import torch
 
+        self.fault, self.rows_seen = fault, 0
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         store = Store(root)
         self.models = {name: registry.load(store, registry.resolve(store, name, version), self.device)
@@ -163,6 +165,9 @@ class Generator:
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         n = len(batch)
+        self.rows_seen += n
+        if faults.fire(self.fault, "generator-kill", self.rows_seen):  # the reliability suite's lost actor
+            os.kill(os.getpid(), signal.SIGKILL)
         raw: list = [None] * n
         text: list = [None] * n
         error: list = [None] * n
@@ -558,7 +563,7 @@ def _run_pipeline(cells: pd.DataFrame, skip: frozenset, spec: GenerateSpec, stor
     ds = ray.data.range(total, override_num_blocks=blocks)
     ds = ds.map_batches(_expand, fn_kwargs={"cells": cells, "run_date": run["run_date"], "skip": skip},
                         batch_size=None, batch_format="numpy")
-    ds = ds.map_batches(Generator, fn_constructor_kwargs={"root": store.root, "use_gpu": spec.use_gpu,
+    ds = ds.map_batches(Generator, fn_constructor_kwargs={"root": store.root, "use_gpu": spec.use_gpu, "fault": faults.plan(),
                                                            "models": {n: (m["version"], m["path"]) for n, m in run["models"].items()}},
                         batch_size=spec.batch_size, batch_format="pandas",
                         concurrency=hi if lo == hi else (lo, hi, initial),

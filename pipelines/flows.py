@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -20,7 +21,7 @@ from prefect import flow, get_run_logger, task
 import ray
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from jobs import registry
+from jobs import faults, registry
 from jobs.evaluate import check, evaluate_model_remote, evaluate_rows_remote, failures
 from jobs.lease import night_lease
 from jobs.generate import GenerateResult, discard_generation, publish_generation, run_generation
@@ -47,7 +48,8 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return not isinstance(exc, (ValueError, FileNotFoundError, KeyError, AssertionError, NotADirectoryError))
 
 
-RETRIES = {"retries": 2, "retry_delay_seconds": [5, 30], "retry_condition_fn": retry_transient}
+RETRY_DELAYS = [int(x) for x in os.environ.get("AIGC_RETRY_DELAYS", "5,30").split(",")]  # seconds before retry 1, 2
+RETRIES = {"retries": len(RETRY_DELAYS), "retry_delay_seconds": RETRY_DELAYS, "retry_condition_fn": retry_transient}
 
 
 def today(cfg: PipelineConfig) -> str:
@@ -159,6 +161,8 @@ def generate_task(config: dict[str, Any], run_date: str, count: Optional[int] = 
                   publish_now: bool = True, force: bool = False) -> dict[str, Any]:
     cfg, store = _setup(config)
     result = run_generation(cfg.generate, store, run_date, cfg.name, count=count, publish_now=publish_now, force=force)
+    if faults.fire(faults.plan(), "generate-after-staging"):  # the reliability suite: a failure after the side effect
+        raise ConnectionError("injected fault after generation wrote its rows (the retry must not write them again)")
     if result.reused:
         get_run_logger().info("%s is already published from this exact work; nothing regenerated", run_date)
         return dataclasses.asdict(result)

@@ -52,7 +52,7 @@ def test_the_nightly_flow_refuses_to_start_beside_a_running_night(tmp_path, pref
     with night_lease(store, "2026-11-20"):
         with pytest.raises(NightLocked):
             nightly_flow(config, "2026-11-20")
-    assert store.listdir() == []  # it did nothing: no curated data, no staging, no report
+    assert store.listdir() == ["_locks"] and store.listdir("_locks") == []  # it did nothing: no data, no report
 
 
 def _local_days(cron: str, tz: str, start: date, days: int) -> list[datetime]:
