@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -21,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a bare 
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _results import save  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
 from aigc_models import quality as q  # noqa: E402
 
@@ -88,10 +88,7 @@ def main() -> None:
           + (f", peak {f['peak_gpu_mib']:.0f} MiB" if f["peak_gpu_mib"] else ""))
     print(f"augmentation lift: {results['lift']['real_only_s']:.1f}s + {results['lift']['real_plus_synthetic_s']:.1f}s "
           "(two classifiers, 200 steps each)")
-    out = Path(args.json or f"benchmarks/results/gate-{args.device}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
+    save(results, args.json or f"benchmarks/results/gate-{args.device}.json")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ For every family at demo-like sizes (32x32 images with 10 classes; byte-level te
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a bare 
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _results import save  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
 import aigc_models  # noqa: E402
 from aigc_models.training import make_optimizers, optimizer_step  # noqa: E402
@@ -187,10 +187,7 @@ def main() -> None:
     table("KV cache / RNN state vs recomputing", results["cache"])
     table("DDIM steps", results["ddim"])
     table(f"training step ({'bf16 autocast' if bf16 else 'fp32'})", results["training"])
-    out = Path(args.json or f"benchmarks/results/models-{device.type}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nwrote {out}")
+    save(results, args.json or f"benchmarks/results/models-{device.type}.json")
 
 
 if __name__ == "__main__":

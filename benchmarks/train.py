@@ -18,7 +18,6 @@ batches of the same shape, in bf16 autocast on CUDA:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -30,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a bare 
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _results import save  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
 import aigc_models  # noqa: E402
 from aigc_models.training import make_optimizers, optimizer_step  # noqa: E402
@@ -167,10 +167,7 @@ def main() -> None:
         table(f"training {results['rows']} digits x {args.epochs} epochs, batch {results['batch_size']} per worker",
               results["runs"])
         default = "benchmarks/results/train.json"
-    out = Path(args.json or default)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nwrote {out}")
+    save(results, args.json or default)
 
 
 if __name__ == "__main__":
