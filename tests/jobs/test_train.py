@@ -139,6 +139,14 @@ def test_an_interrupted_run_resumes_mid_epoch_unless_fresh(digits_store, monkeyp
     with pytest.raises(ray.train.TrainingFailedError):
         run_training(spec, train, store)
     first = store.read_json("checkpoints", "r", "_active.json")
+    weights = store.files("checkpoints", "r", first["run_name"], suffix="model.safetensors")
+    assert weights  # every checkpoint the killed run left loads completely: weights, training state, metrics
+    for w in weights:
+        folder = w.rsplit("/", 1)[0]
+        assert aigc_models.load(w).family == "vae"
+        state = aigc_models.load_state(f"{folder}/train_state.safetensors")
+        assert state["step"] >= 3 and set(state["optimizers"]) == {"model"} and len(state["rng"]) == 2
+        assert len(pd.read_parquet(f"{folder}/metrics.parquet")) >= 1
     with pytest.raises(ray.train.TrainingFailedError):  # fresh: a new run from step 0, so the drill fires again
         run_training(spec, train, store, fresh=True)
     active = store.read_json("checkpoints", "r", "_active.json")
