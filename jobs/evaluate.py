@@ -182,8 +182,7 @@ def _pick(ids: list[str], labels: list[str | None], per_label: int, seed: int) -
 
 
 def _accuracy(pixels: np.ndarray, y: np.ndarray, val: np.ndarray, val_y: np.ndarray, classes: int, seed: int,
-              device: str) -> float:
-    steps = 200  # the same number of optimiser steps whatever the training-set size
+              device: str, steps: int) -> float:
     epochs = max(1, math.ceil(steps / max(1, math.ceil(len(pixels) / 64))))
     clf = q.train_classifier(pixels, y, classes, epochs=epochs, seed=seed, device=device)
     return float((q.class_probabilities(clf, val).argmax(axis=1) == val_y).mean())
@@ -210,10 +209,10 @@ def augmentation_lift(store: Store, card: dict[str, Any], sources: list[str] | N
     val_labels = val.column("label").to_pylist()
     keep = np.array([l in classes for l in val_labels])
     val_px, val_y = decode_images(val)[keep], np.array([classes[l] for l in val_labels if l in classes])
-    real_acc = _accuracy(real, real_y, val_px, val_y, len(classes), spec.seed, device)
+    real_acc = _accuracy(real, real_y, val_px, val_y, len(classes), spec.seed, device, spec.steps)
     mixed = np.concatenate([real, pixels[syn_idx]])
     mixed_y = np.concatenate([real_y, np.array([classes[labels[i]] for i in syn_idx], dtype=np.int64)])
-    mixed_acc = _accuracy(mixed, mixed_y, val_px, val_y, len(classes), spec.seed, device)
+    mixed_acc = _accuracy(mixed, mixed_y, val_px, val_y, len(classes), spec.seed, device, spec.steps)
     return {"real_accuracy": real_acc, "mixed_accuracy": mixed_acc, "lift": mixed_acc - real_acc,
             "k_per_label": spec.k_per_label, "synthetic_per_label": spec.synthetic_per_label,
             "real_rows": int(len(real)), "synthetic_rows": int(len(syn_idx)), "val_rows": int(len(val_y))}

@@ -425,6 +425,7 @@ class LiftSpec(Strict):
     enabled: bool = True
     k_per_label: int = Field(10, ge=1)
     synthetic_per_label: int = Field(50, ge=1)
+    steps: int = Field(200, ge=1)  # optimiser steps of each classifier, whatever its training-set size
     seed: int = 0
 
 
