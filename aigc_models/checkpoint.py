@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as save_bytes
 
 from .base import GenerativeModel
 
@@ -20,6 +20,18 @@ FORMAT_VERSION = "1"
 
 class CheckpointError(ValueError):
     """A file that is not a loadable model of a known family."""
+
+
+def save_file(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str]) -> None:
+    """``safetensors.torch.save_file`` with a canonical header: safetensors writes the metadata map in a
+    random order on every call, so the same weights gave a different file (and ``checkpoint_sha256``) each
+    time. Here the header's keys are sorted, so equal tensors and metadata give equal bytes."""
+    blob = save_bytes(tensors, metadata=metadata)
+    n = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the data keeps its 8-byte alignment; offsets are relative to it
+    with open(path, "wb") as f:
+        f.write(len(header).to_bytes(8, "little") + header + blob[8 + n:])
 
 
 def build(family: str, config: dict[str, Any] | Any) -> GenerativeModel:

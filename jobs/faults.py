@@ -1,9 +1,17 @@
-"""Fault injection for the reliability suite: ``AIGC_FAULT=point:count`` and ``AIGC_FAULT_MARKER=/path``.
+"""Fault injection for the reliability suite: ``AIGC_FAULT=point[:count[:at]][,point...]`` and
+``AIGC_FAULT_MARKER=/path``.
 
-A fault fires at most ``count`` times (default 1) across processes and retries: each firing creates
-``<marker>.<n>`` exclusively first, so a restarted actor or a retried task sees it already fired. Nothing
-fires unless both variables are set. The driver reads them once (``plan``) and hands the plan to its Ray
-actors, which do not inherit variables set after Ray started.
+Each fault fires at most ``count`` times (default 1) across processes, restarts and retries, once its
+progress reached ``at`` (rows, steps: the point decides): each firing creates ``<marker>.<point>.<n>``
+exclusively first, so a restarted actor or worker, or a retried task, sees it already fired. Several faults
+can be armed at once (``train-raise:1:7,train-exit:1:12``). Nothing fires unless both variables are set.
+The driver reads them once (``plan``) and hands the plan to its Ray actors and workers, which do not inherit
+variables set after Ray started.
+
+Points: ``generator-kill`` (a generation actor SIGKILLs itself after ``at`` rows), ``generate-after-staging``
+(the generate task raises after writing its rows), ``train-raise`` / ``train-exit`` (a training worker
+raises, or exits hard with ``os._exit``, after optimiser step ``at``), ``train-driver-kill`` (training's rank 0
+SIGKILLs the driver once its first checkpoint at or after step ``at`` is registered).
 """
 
 from __future__ import annotations
@@ -12,31 +20,43 @@ import os
 from typing import Any
 
 
-def plan() -> dict[str, Any] | None:
-    """The fault this process was asked to inject, as a plain dict for Ray actors and tasks."""
+def plan() -> list[dict[str, Any]] | None:
+    """The faults this process was asked to inject, as plain dicts for Ray actors and tasks."""
     spec, marker = os.environ.get("AIGC_FAULT"), os.environ.get("AIGC_FAULT_MARKER")
     if not spec or not marker:
         return None
-    point, _, rest = spec.partition(":")
-    args = rest.split(":") if rest else []
-    return {"point": point, "count": int(args[0]) if args else 1, "at": int(args[1]) if len(args) > 1 else 0,
-            "marker": marker}
+    out = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        point, _, rest = item.partition(":")
+        args = rest.split(":") if rest else []
+        out.append({"point": point, "count": int(args[0]) if args else 1, "at": int(args[1]) if len(args) > 1 else 0,
+                    "marker": marker})
+    return out
 
 
-def fire(fault: dict[str, Any] | None, point: str, progress: int = 0) -> bool:
-    """True (once per allowed firing) when ``fault`` targets ``point`` and ``progress`` reached its ``at``."""
-    if not fault or fault["point"] != point or progress < fault["at"]:
-        return False
-    for n in range(1, fault["count"] + 1):
-        try:
-            os.close(os.open(f"{fault['marker']}.{n}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            return True
-        except FileExistsError:
+def fire(faults: list[dict[str, Any]] | None, point: str, progress: int = 0) -> bool:
+    """True (once per allowed firing) when one of ``faults`` targets ``point`` and ``progress`` reached its
+    ``at``."""
+    for fault in faults or []:
+        if fault["point"] != point or progress < fault["at"]:
             continue
+        for n in range(1, fault["count"] + 1):
+            try:
+                os.close(os.open(f"{fault['marker']}.{point}.{n}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                return True
+            except FileExistsError:
+                continue
     return False
 
 
-def fired(marker: str) -> int:
-    """How many times the fault behind ``marker`` fired."""
+def fired(marker: str, point: str | None = None) -> int:
+    """How many times the faults behind ``marker`` (or only ``point``'s) fired."""
     folder, name = os.path.split(marker)
-    return sum(1 for f in os.listdir(folder or ".") if f.startswith(f"{name}.") and f[len(name) + 1:].isdigit())
+    count = 0
+    for f in os.listdir(folder or "."):
+        if not f.startswith(f"{name}."):
+            continue
+        fault_point, _, n = f[len(name) + 1:].rpartition(".")
+        if n.isdigit() and fault_point and (point is None or fault_point == point):
+            count += 1
+    return count

@@ -154,7 +154,7 @@ class Generator:
     (model, sampler settings); a failing call is retried row by row so only the bad rows are rejected."""
 
     def __init__(self, root: str, models: dict[str, tuple[str, str]], use_gpu: bool,
-                 fault: dict[str, Any] | None = None) -> None:
+                 fault: list[dict[str, Any]] | None = None) -> None:
         import torch
 
         self.fault, self.rows_seen = fault, 0

@@ -69,15 +69,16 @@ def clean_batch(df: pd.DataFrame, spec: dict[str, Any]) -> pa.Table:
     """Raw units -> curated-schema rows plus ``status``/``reason``/``detail`` (rejected units keep their id)."""
     opts = PreprocessSpec(**spec)
     out: dict[str, list] = {f.name: [] for f in schema.CURATED}
-    out.update(status=[], reason=[], detail=[], near_key=[], position=[], encoding=[])
+    out.update(status=[], stage=[], reason=[], detail=[], near_key=[], position=[], encoding=[])
     for row in df.itertuples(index=False):
         rid = row_id(row.source, row.input_ref)
-        image, text, reason, detail = None, None, None, None
+        image, text, reason, detail, stage = None, None, None, None, None
         width = height = mode = None
         digest = near = None
         try:
             known = schema.scalar(row.reject)
-            if known:
+            if known:  # decided while reading the source (hidden, links, file types, paths, unreadable)
+                stage = "ingest"
                 raise Reject(*known.split(":", 1))
             if row.modality == "image":
                 arr = normalise_image(_image_bytes(row), opts)
@@ -92,16 +93,16 @@ def clean_batch(df: pd.DataFrame, spec: dict[str, Any]) -> pa.Table:
                 digest = hashlib.sha256(text.casefold().encode()).hexdigest()
                 near = hashlib.sha256(text_key(text).encode()).hexdigest()[:32]
         except Reject as r:
-            reason, detail = r.reason, r.detail
+            reason, detail, stage = r.reason, r.detail, stage or "clean"
         for key, value in (("id", rid), ("source", row.source), ("input_ref", row.input_ref),
                            ("modality", row.modality), ("label", None if schema.scalar(row.label) is None else str(row.label)),
                            ("image", image), ("width", width), ("height", height), ("mode", mode), ("text", text),
                            ("content_sha256", digest if reason is None else None),
-                           ("split", None), ("attributes", schema.scalar(row.attributes)), ("augmented_from", None), ("status", "rejected" if reason else "ok"), ("reason", reason),
+                           ("split", None), ("attributes", schema.scalar(row.attributes)), ("augmented_from", None), ("status", "rejected" if reason else "ok"), ("stage", stage), ("reason", reason),
                            ("detail", detail), ("near_key", near if reason is None else None),
                            ("position", int(row.position)), ("encoding", schema.scalar(row.encoding))):
             out[key].append(value)
-    fields = (list(schema.CURATED) + [pa.field(n, pa.string()) for n in ("status", "reason", "detail", "near_key")]
+    fields = (list(schema.CURATED) + [pa.field(n, pa.string()) for n in ("status", "stage", "reason", "detail", "near_key")]
               + [pa.field("position", pa.int64()), pa.field("encoding", pa.string())])
     return schema.table(out, pa.schema(fields))
 
@@ -131,6 +132,7 @@ def mark_batch(df: pd.DataFrame, duplicates: dict[str, str], opts: PreprocessSpe
     is_dup = dup.notna() & (df["status"] == "ok")
     if is_dup.any():
         df.loc[is_dup, "status"] = "rejected"
+        df.loc[is_dup, "stage"] = "dedup"
         df.loc[is_dup, "reason"] = "duplicate"
         df.loc[is_dup, "detail"] = [str(d) for d in dup[is_dup]]
     ok = df["status"] == "ok"
@@ -244,7 +246,7 @@ def _curated_part(df: pd.DataFrame, split: str) -> pd.DataFrame:
 
 
 def _rejects_part(df: pd.DataFrame) -> pa.Table:
-    part = df[df["split"] == "rejects"].assign(stage="clean")
+    part = df[df["split"] == "rejects"]
     return pa.Table.from_pandas(part[[f.name for f in schema.REJECTS]], schema=schema.REJECTS, preserve_index=False)
 
 

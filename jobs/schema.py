@@ -36,7 +36,7 @@ REJECTS = pa.schema([
     ("source", pa.string()),
     ("input_ref", pa.string()),
     ("modality", pa.string()),
-    ("stage", pa.string()),
+    ("stage", pa.string()),  # where it was refused: ingest (reading the source), clean, or dedup
     ("reason", pa.string()),  # stable code: undecodable, empty, too_short, too_long, duplicate, ...
     ("detail", pa.string()),
 ])

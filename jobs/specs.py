@@ -54,6 +54,8 @@ class Strict(BaseModel):
 class RaySpec(Strict):
     address: Optional[str] = None  # None: RAY_ADDRESS or a new local instance
     num_cpus: Optional[int] = Field(None, ge=1)  # logical CPU slots of a local instance
+    listen: Literal["localhost", "network"] = "localhost"  # a local instance's sockets: 127.0.0.1 only, or the
+    #   machine's address (other machines can reach it: keep RAY_AUTH_MODE=token); see jobs/ray_runtime.py
 
 
 class BuiltinSource(Strict):
@@ -234,6 +236,9 @@ class TrainSpec(Strict):
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     cache_dataset: bool = True  # decode the split once into Ray's object store instead of every epoch; turn off
     #                              for splits larger than the object store (they then stream from Parquet each epoch)
+    deterministic_data: bool = True  # every worker sees the same rows in the same order on every run (Ray Data's
+    #   preserve_order, no locality hints), so a restarted or resumed run ends with the weights of an uninterrupted
+    #   one; turn off on big multi-node clusters to let shards follow block locality
     promote: Literal["first", "always", "never"] = "first"  # point production.json at the new version: only when
     #   the model has none yet (first), always, or never; otherwise `aigc promote` or the nightly gate decides
 

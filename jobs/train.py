@@ -27,13 +27,13 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import ray
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 import aigc_models
 from aigc_models.text import train_bpe
 
-from . import quality, registry
+from . import faults, quality, registry
 from .images import decode_png, grid, line_chart
 from .preprocess import label_key, resolve_dataset_version
 from .specs import ModelSpec, TrainSpec
@@ -80,6 +80,16 @@ def training_dataset(store: Store, dataset_version: str, split: str, modality: s
 
 
 # ---- the driver ----------------------------------------------------------------------------------
+
+def _data_config(deterministic: bool) -> DataConfig:
+    """How the splits reach the workers. Deterministic: Ray Data keeps block order and the splitter deals
+    blocks by row count alone (no locality, no timing), so rank r gets the same rows in the same order on
+    every run and after every restart."""
+    options = DataConfig.default_ingest_options()
+    if deterministic:
+        options.preserve_order = True
+    return DataConfig(execution_options=options, enable_shard_locality=not deterministic)
+
 
 def split_stats(store: Store, dataset_version: str, split: str, modality: str,
                 sources: list[str] | None) -> tuple[int, list[str]]:
@@ -188,6 +198,8 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
     run_name, _ = _run_name(store, spec, fingerprint, fresh)
     if os.environ.get("AIGC_TRAIN_KILL_AFTER_STEP"):  # a fire drill: see train_loop._kill_drill
         loop_config["kill_after_step"] = int(os.environ["AIGC_TRAIN_KILL_AFTER_STEP"])
+    loop_config["faults"] = faults.plan()  # the reliability suite's injected failures (none otherwise)
+    loop_config["driver_pid"] = os.getpid() if loop_config["faults"] else None
     resources = train.resources_per_worker or ({"CPU": 1, "GPU": 1} if train.use_gpu else {"CPU": 1})
     data_context = ray.data.DataContext.get_current()
     progress_bars, data_context.enable_progress_bars = data_context.enable_progress_bars, False  # per-epoch bars of the shards are noise
@@ -204,6 +216,7 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
                              failure_config=FailureConfig(max_failures=train.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=train.keep_checkpoints)),
         datasets=datasets,
+        dataset_config=_data_config(train.deterministic_data),
     )
     try:
         result = trainer.fit()

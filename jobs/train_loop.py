@@ -30,6 +30,8 @@ import torch
 import aigc_models
 from aigc_models.training import make_optimizers, optimizer_step
 
+from . import faults
+
 
 def _rng_state() -> dict[str, Any]:
     """This process's RNG states as tensors and plain values (what ``aigc_models.save_state`` stores)."""
@@ -96,13 +98,10 @@ def _worker_info(rank: int, device: torch.device) -> dict[str, Any]:
             "pid": os.getpid(), "device": str(device), "torch_threads": torch.get_num_threads()}
 
 
-def _kill_drill(cfg: dict, rank: int, world: int, step: int, resumed: bool) -> None:
-    """``AIGC_TRAIN_KILL_AFTER_STEP=S`` (read by the driver): the last worker SIGKILLs its own process once the
-    first checkpoint at or after step S has reached Ray Train's controller; a real worker death, to rehearse
-    recovery (``max_failures``) or an interrupted run. Never fires in a run that already resumed."""
-    if cfg.get("kill_after_step") is None or step < cfg["kill_after_step"] or resumed or rank != world - 1:
-        return
-    try:  # the report is consumed from the worker's queue when the controller polls it (every ~2 s)
+def _await_report_consumed() -> None:
+    """Until Ray Train's controller took this worker's last report (it polls every ~2 s): its checkpoint is
+    then registered, so a death now loses nothing already reported."""
+    try:
         from ray.train.v2._internal.execution.context import get_train_context
 
         queue, deadline = get_train_context().get_result_queue(), time.time() + 60
@@ -111,8 +110,33 @@ def _kill_drill(cfg: dict, rank: int, world: int, step: int, resumed: bool) -> N
     except Exception:  # noqa: BLE001 - Ray internals moved: fall back to outwaiting two polls
         time.sleep(5)
     time.sleep(1.0)
+
+
+def _kill_drill(cfg: dict, rank: int, world: int, step: int, resumed: bool) -> None:
+    """``AIGC_TRAIN_KILL_AFTER_STEP=S`` (read by the driver): the last worker SIGKILLs its own process once the
+    first checkpoint at or after step S has reached Ray Train's controller; a real worker death, to rehearse
+    recovery (``max_failures``) or an interrupted run. Never fires in a run that already resumed.
+    ``AIGC_FAULT=train-driver-kill:1:S`` (``jobs.faults``): rank 0 SIGKILLs the driver instead, once."""
+    if rank == 0 and cfg.get("driver_pid") and faults.fire(cfg.get("faults"), "train-driver-kill", step):
+        _await_report_consumed()
+        print(f"[{cfg['name']}] injected fault: worker 0 kills the driver (pid {cfg['driver_pid']}) after step {step}", flush=True)
+        os.kill(cfg["driver_pid"], signal.SIGKILL)
+        time.sleep(60)  # this worker dies with the driver's job
+    if cfg.get("kill_after_step") is None or step < cfg["kill_after_step"] or resumed or rank != world - 1:
+        return
+    _await_report_consumed()
     print(f"[{cfg['name']}] kill drill: worker {rank} (pid {os.getpid()}) kills itself after step {step}", flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _injected_failure(cfg: dict, rank: int, step: int) -> None:
+    """The reliability suite's worker failures (``jobs.faults``): after optimiser step ``at`` one worker
+    raises (a Python error Ray Train sees) or exits hard (``os._exit``: no cleanup, like a crash), once."""
+    if faults.fire(cfg.get("faults"), "train-raise", step):
+        raise RuntimeError(f"injected fault: worker {rank} raises after step {step}")
+    if faults.fire(cfg.get("faults"), "train-exit", step):
+        print(f"[{cfg['name']}] injected fault: worker {rank} (pid {os.getpid()}) exits hard after step {step}", flush=True)
+        os._exit(1)
 
 
 def _epoch_samples(model: Any) -> Any:
@@ -206,6 +230,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
                                     "samples_per_second": rows_window * world / max(seconds, 1e-9),
                                     **{k: v / n_window for k, v in window.items()}})
                     window, t_window, rows_window, n_window = {}, time.time(), 0, 0
+                _injected_failure(cfg, rank, step)
                 if cfg["max_steps"] and step >= cfg["max_steps"]:
                     done = True
                     break

@@ -70,3 +70,19 @@ def test_unknown_family_and_config_keys():
         aigc_models.build("nope", {})
     with pytest.raises(CheckpointError, match="unknown gpt config keys"):
         aigc_models.build("gpt", {"n_layers": 2})
+
+
+def test_the_same_weights_and_metadata_always_give_the_same_file(tmp_path):
+    """safetensors writes its metadata map in a random order; ours is sorted, so a checkpoint's sha256
+    names its content (two runs that end with equal weights publish equal files)."""
+    torch.manual_seed(0)
+    model = aigc_models.build("vae", {"resolution": 16, "classes": ["a", "b"], "z_dim": 8, "width": 8})
+    extra = {f"k{i}": str(i) for i in range(8)}  # enough keys that a random order shows
+    shas = {aigc_models.save(model, tmp_path / f"{i}.safetensors", extra=extra) for i in range(6)}
+    assert len(shas) == 1
+    loaded = aigc_models.load(tmp_path / "0.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    state = {"step": 3, "t": torch.arange(5)}
+    for i in range(4):
+        aigc_models.save_state(state, tmp_path / f"s{i}.safetensors")
+    assert len({aigc_models.sha256_file(tmp_path / f"s{i}.safetensors") for i in range(4)}) == 1
