@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test chromium clean
+.PHONY: install demo test test-fast chromium clean
 
 install: $(STAMP)
 
@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/aigc nightly --config configs/demo.yaml
 
+# The whole suite, the reliability suite's heavier variants included (CI runs this).
 test: install chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "heavy or not heavy" $(PYTEST_ARGS)
+
+# Without the heavy variants (pytest's default here): quicker while developing.
+test-fast: install chromium
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The report test renders a page in headless Chromium: Debian's package, installed when missing
 # (sudo when not root and sudo exists; apt-get update only if the first install fails).

@@ -8,6 +8,7 @@ Ray Train's overhead = 1 - (1 worker samples/s) / (plain loop samples/s); scalin
 (2 workers samples/s) / (2 x 1 worker samples/s). Each worker, like the plain loop, uses one torch thread.
 
     .venv/bin/python benchmarks/train.py [--family dcgan] [--rows 1800] [--epochs 4] [--workers 1 2]
+        [--data-order deterministic locality]   # what train.deterministic_data costs
 
 On a machine with torch alone (a GPU box without Ray), ``--torch-only`` runs only the plain loop, on random
 batches of the same shape, in bf16 autocast on CUDA:
@@ -114,21 +115,24 @@ def with_ray(args: argparse.Namespace) -> dict:
                            args.epochs, torch.device("cpu"), bf16=False)
         results.append({"family": family, "trainer": "plain PyTorch", "workers": 1, **plain})
         print(results[-1], flush=True)
-        for workers in args.workers:
-            train = TrainSpec(num_workers=workers, epochs=args.epochs, batch_size=batch_size, validation=False,
-                              log_every=0, promote=False, sample_grid=1)
-            r = run_training(spec, train, store, fresh=True)
-            metrics = pd.read_parquet(store.path(r.model.path, "metrics.parquet"))
-            epochs = metrics[metrics.scope == "epoch"]
-            rates = epochs["samples_per_second"].tolist()
-            results.append({"family": family, "trainer": "Ray Train", "workers": workers,
-                            "samples_per_s": round(statistics.median(rates[1:] or rates), 1),
-                            "wall_seconds": round(r.seconds, 2), "steps": r.steps,
-                            "data_wait": f"{statistics.median(epochs['data_wait_share'].tolist()[1:] or [0]):.0%}"})
-            print(results[-1], flush=True)
+        for order in args.data_order:
+            for workers in args.workers:
+                train = TrainSpec(num_workers=workers, epochs=args.epochs, batch_size=batch_size, validation=False,
+                                  log_every=0, promote=False, sample_grid=1, quality_references=False,
+                                  deterministic_data=order == "deterministic")
+                r = run_training(spec, train, store, fresh=True)
+                metrics = pd.read_parquet(store.path(r.model.path, "metrics.parquet"))
+                epochs = metrics[metrics.scope == "epoch"]
+                rates = epochs["samples_per_second"].tolist()
+                results.append({"family": family, "trainer": "Ray Train", "workers": workers, "data_order": order,
+                                "samples_per_s": round(statistics.median(rates[1:] or rates), 1),
+                                "wall_seconds": round(r.seconds, 2), "steps": r.steps,
+                                "data_wait": f"{statistics.median(epochs['data_wait_share'].tolist()[1:] or [0]):.0%}"})
+                print(results[-1], flush=True)
         runs = [r for r in results if r["family"] == family]
-        one = next((r for r in runs if r["trainer"] == "Ray Train" and r["workers"] == 1), None)
-        two = next((r for r in runs if r["trainer"] == "Ray Train" and r["workers"] == 2), None)
+        ray_runs = [r for r in runs if r["trainer"] == "Ray Train" and r["data_order"] == args.data_order[0]]
+        one = next((r for r in ray_runs if r["workers"] == 1), None)
+        two = next((r for r in ray_runs if r["workers"] == 2), None)
         if one:
             one["overhead_vs_plain"] = f"{1 - one['samples_per_s'] / runs[0]['samples_per_s']:.1%}"
         if one and two:
@@ -152,6 +156,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, nargs="+", default=[64], help="per worker (Ray: the first one)")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
+    p.add_argument("--data-order", nargs="+", default=["deterministic"], choices=["deterministic", "locality"],
+                   help="train.deterministic_data on (rows in a fixed order per worker) or off (shards follow "
+                        "block locality); several: compare them")
     p.add_argument("--torch-only", action="store_true", help="the plain loop only, on random data (no Ray needed)")
     p.add_argument("--device", default="cpu", help="--torch-only: cpu or cuda")
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="--torch-only on CUDA")

@@ -79,6 +79,32 @@ def training_dataset(store: Store, dataset_version: str, split: str, modality: s
               .map_batches(_training_columns, fn_kwargs={"modality": modality}, batch_format="pandas"))
 
 
+# A split this small (Parquet bytes) is read and decoded on the driver into Ray's object store: a Ray Data
+# job costs seconds of start-up, many times what decoding a few thousand small images takes.
+DRIVER_DECODE_MAX_BYTES = 16 * 2**20
+
+
+def _split_dataset(store: Store, dataset_version: str, split: str, spec: ModelSpec, cache: bool) -> ray.data.Dataset:
+    """What the workers iterate: decoded once (``cache``: on the driver for a small split, else materialised
+    by Ray Data before the workers take their CPUs), or streamed from Parquet every epoch. All three hand
+    the workers the same rows in the file order."""
+    if not cache:
+        return training_dataset(store, dataset_version, split, spec.modality, spec.sources)
+    folder = store.path("curated", dataset_version, split)
+    dataset = pads.dataset(folder, filesystem=store.fs, format="parquet")
+    size = sum(f.size for f in store.fs.get_file_info(dataset.files))
+    if size > DRIVER_DECODE_MAX_BYTES:
+        return training_dataset(store, dataset_version, split, spec.modality, spec.sources).materialize()
+    wanted = pads.field("modality") == spec.modality
+    if spec.sources:
+        wanted &= pads.field("source").isin(spec.sources)
+    rows = dataset.to_table(columns=["source", "modality", "label", "image", "text"], filter=wanted).to_pandas()
+    columns = _training_columns(rows, spec.modality)
+    n = len(next(iter(columns.values())))
+    return ray.data.from_items([{k: v[i] for k, v in columns.items()} for i in range(n)],
+                               override_num_blocks=max(1, min(64, n // 256)))
+
+
 # ---- the driver ----------------------------------------------------------------------------------
 
 def _data_config(deterministic: bool) -> DataConfig:
@@ -203,10 +229,8 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
     resources = train.resources_per_worker or ({"CPU": 1, "GPU": 1} if train.use_gpu else {"CPU": 1})
     data_context = ray.data.DataContext.get_current()
     progress_bars, data_context.enable_progress_bars = data_context.enable_progress_bars, False  # per-epoch bars of the shards are noise
-    datasets = {split: training_dataset(store, dataset_version, split, spec.modality, spec.sources)
+    datasets = {split: _split_dataset(store, dataset_version, split, spec, train.cache_dataset)
                 for split in (("train", "val") if n_val else ("train",))}
-    if train.cache_dataset:  # decoded once, before the workers take their CPUs (Ray Data then needs none)
-        datasets = {split: ds.materialize() for split, ds in datasets.items()}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,

@@ -22,6 +22,7 @@ import pytest
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # Ray Train's controller polls (2 s by default)
 os.environ.setdefault("AIGC_RETRY_DELAYS", "1,1")  # Prefect task retries in seconds: the suite's injected faults retry fast
 
 TESTS = Path(__file__).resolve().parent

@@ -250,7 +250,7 @@ def test_filters_reject_with_reasons_and_top_up_fills_counts(tiny_night):
 
 KILLED_NIGHT = """
 import os, sys
-os.environ["AIGC_GENERATE_KILL_AFTER_BATCHES"] = "2"
+os.environ["AIGC_GENERATE_KILL_AFTER_BATCHES"] = "3"
 from pipelines.cli import main
 sys.exit(main(["generate", "--config", sys.argv[1], "--out", sys.argv[2], "--date", sys.argv[3],
                "--set", "generate.batch_size=4", "--set", "generate.concurrency=1", "--set", "generate.encode_concurrency=1",
@@ -290,6 +290,14 @@ def test_a_killed_night_leaves_the_published_partition_alone_and_resumes_to_the_
     assert proc.returncode == -signal.SIGKILL, out[-2000:]
     staged = [p for p in store.files("generated/_staging") if f"run_date={date}." in p and p.endswith(".parquet")]
     assert staged, "the killed run wrote nothing to resume from"
+    written = {}
+    for p in staged:  # whole files only: one cut off by the kill is dropped by the resume
+        try:
+            written[os.path.basename(p)] = set(pq.read_table(p, columns=["id"]).column("id").to_pylist())
+        except Exception:  # noqa: BLE001 - pyarrow's error for a file without a footer
+            continue
+    done = set().union(*written.values())
+    assert 2 * len(done) >= first.rows, f"killed at {len(done)} of {first.rows} rows: the drill should pass half"
     after_kill = _partition(store, date)
     assert _content(after_kill) == _content(before) and set(after_kill["run_id"]) == {first.run_id}
     assert store.read_json("generated/_manifests", f"run_date={date}.json")["files"] == first.manifest["files"]
@@ -299,4 +307,10 @@ def test_a_killed_night_leaves_the_published_partition_alone_and_resumes_to_the_
     assert resumed.manifest["resumed"]["rows_found"] > 0 and resumed.manifest["generated"] == first.manifest["generated"]
     assert _content(again) == _content(before) and resumed.run_id == first.run_id  # the same rows, once each
     assert again["id"].is_unique and len(again) == first.rows
+    assert resumed.manifest["resumed"]["rows_found"] == len(done)
+    files = {os.path.basename(p): p for p in store.files("generated", f"run_date={date}") if p.endswith(".parquet")}
+    for name, ids in written.items():  # the aborted attempt's files are published as they were, not rewritten
+        assert set(pq.read_table(files[name], columns=["id"]).column("id").to_pylist()) == ids
+    new_ids = [i for n, p in files.items() if n not in written for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()]
+    assert len(new_ids) == first.rows - len(done) and not set(new_ids) & done  # only the rows not yet done
     assert not [p for p in store.files("generated/_staging") if f"run_date={date}" in p]

@@ -113,7 +113,8 @@ def test_a_killed_training_driver_resumes_after_its_last_checkpoint(tiny_night, 
         except ProcessLookupError:
             pass
     assert proc.returncode == -signal.SIGKILL and faults.fired(str(marker)) == 1, log.read_text()[-3000:]
-    folders = sorted({p.rsplit("/", 1)[0] for p in store.files("checkpoints", "tiny-gan") if "/checkpoint_" in p})
+    folders = sorted({os.path.dirname(p) for p in store.files("checkpoints", "tiny-gan")
+                      if os.path.basename(os.path.dirname(p)).startswith("checkpoint_")})
     assert folders, log.read_text()[-3000:]
     steps = []
     for folder in folders:  # every checkpoint on disk loads completely
