@@ -22,7 +22,7 @@ _dashboard_url: str | None = None
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None,
-               listen: Literal["localhost", "network"] = "localhost") -> None:
+               listen: Literal["localhost", "network"] = "localhost", dashboard: bool = True) -> None:
     """Joins ``address`` (or ``RAY_ADDRESS``) when given, else starts a local instance.
 
     ``num_cpus`` is the number of logical CPU slots for a local instance. Ray Train workers hold their
@@ -30,6 +30,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
     feed them cannot schedule; the default is ``max(4, os.cpu_count())``. ``listen`` decides whether the
     local instance's sockets are on ``127.0.0.1`` (``localhost``) or on the machine's address (``network``:
     other machines can then join it or reach its dashboard agent, so keep token authentication on).
+    ``dashboard`` starts a local instance's dashboard (its head and a dozen module processes poll the
+    cluster all the time; the test suite turns it off).
     """
     global _dashboard_url
     if ray.is_initialized():
@@ -41,10 +43,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
     elif listen == "localhost":
         with _single_machine_mode():
             context = ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), logging_level=logging.WARNING,
-                               include_dashboard=None)
+                               include_dashboard=None if dashboard else False)
     else:
         context = ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), logging_level=logging.WARNING,
-                           include_dashboard=None)
+                           include_dashboard=None if dashboard else False)
     _dashboard_url = getattr(context, "dashboard_url", None) or None
 
 

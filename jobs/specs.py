@@ -56,6 +56,7 @@ class RaySpec(Strict):
     num_cpus: Optional[int] = Field(None, ge=1)  # logical CPU slots of a local instance
     listen: Literal["localhost", "network"] = "localhost"  # a local instance's sockets: 127.0.0.1 only, or the
     #   machine's address (other machines can reach it: keep RAY_AUTH_MODE=token); see jobs/ray_runtime.py
+    dashboard: bool = True  # a local instance's dashboard (about 5% of a 2-core machine while it runs)
 
 
 class BuiltinSource(Strict):

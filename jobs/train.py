@@ -18,6 +18,7 @@ import os
 import subprocess
 import tempfile
 import time
+import uuid
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
@@ -184,7 +185,8 @@ def _run_name(store: Store, spec: ModelSpec, fingerprint: str, fresh: bool) -> t
         return active["run_name"], True
     if active and not fresh:
         print(f"[{spec.name}] the interrupted run {active['run_name']} had another config or dataset; starting a new run", flush=True)
-    run_name = f"{spec.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{fingerprint[:8]}"
+    # unique even within a second: Ray Train restores a run from its name, so a name reused by --fresh would resume
+    run_name = f"{spec.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{fingerprint[:8]}-{uuid.uuid4().hex[:6]}"
     store.write_json({"run_name": run_name, "fingerprint": fingerprint, "started_at": datetime.now(timezone.utc).isoformat()},
                      "checkpoints", spec.name, "_active.json")
     return run_name, False

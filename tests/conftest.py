@@ -36,7 +36,7 @@ def ray_local():
 
     from jobs.ray_runtime import ensure_ray
 
-    ensure_ray(num_cpus=4)
+    ensure_ray(num_cpus=4, dashboard=False)  # its processes take ~5% of a 2-core machine; the auth test starts one
     yield ray
     ray.shutdown()
 

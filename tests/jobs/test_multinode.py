@@ -17,7 +17,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 root = sys.argv[1]
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
 cluster.add_node(num_cpus=1)
 ray.init(address=cluster.address, logging_level="ERROR")
 

@@ -125,9 +125,9 @@ def digits_store(tmp_path, ray_local):
     return store
 
 
-def test_an_interrupted_run_resumes_mid_epoch_unless_fresh(digits_store, monkeypatch):
+def test_an_interrupted_run_resumes_mid_epoch(digits_store, monkeypatch):
     """A worker dies (a real SIGKILL) with no retries left, as when the machine is lost: the next
-    ``run_training`` of the same config resumes from the step checkpoint; ``fresh`` starts over."""
+    ``run_training`` of the same config resumes from the step checkpoint (``fresh``: see the next test)."""
     import ray.train
 
     from jobs.specs import TrainSpec
@@ -147,20 +147,35 @@ def test_an_interrupted_run_resumes_mid_epoch_unless_fresh(digits_store, monkeyp
         state = aigc_models.load_state(f"{folder}/train_state.safetensors")
         assert state["step"] >= 3 and set(state["optimizers"]) == {"model"} and len(state["rng"]) == 2
         assert len(pd.read_parquet(f"{folder}/metrics.parquet")) >= 1
-    with pytest.raises(ray.train.TrainingFailedError):  # fresh: a new run from step 0, so the drill fires again
-        run_training(spec, train, store, fresh=True)
-    active = store.read_json("checkpoints", "r", "_active.json")
-    assert active["run_name"] != first["run_name"] and active["fingerprint"] == first["fingerprint"]
     monkeypatch.delenv("AIGC_TRAIN_KILL_AFTER_STEP")
-    result = run_training(spec, train, store)  # resumes the latest interrupted run (the drill never fires there)
+    result = run_training(spec, train, store)  # resumes the interrupted run (the drill never fires there)
     card = registry.resolve(store, "r").card
     assert card["resumed_from"]["step"] == 3 and card["resumed_from"]["epoch"] == 0 and card["resumed_from"]["batch"] == 3
-    assert card["ray_train_run"] == active["run_name"] and card["epochs"] == 2 == result.epochs
+    assert card["ray_train_run"] == first["run_name"] and card["epochs"] == 2 == result.epochs
     metrics = pd.read_parquet(store.path(result.model.path, "metrics.parquet"))
     steps = metrics.loc[metrics.scope == "step", "step"].tolist()
     assert steps == list(range(1, result.steps + 1))  # one row per step, none lost or repeated by the resume
-    assert not store.exists("checkpoints", "r", active["run_name"])  # published, so its checkpoints are gone
+    assert not store.exists("checkpoints", "r", first["run_name"])  # published, so its checkpoints are gone
     assert result.promoted  # promote: "first"; later versions wait (see the CLI's --promote test)
+
+
+def test_fresh_starts_a_new_run_beside_an_interrupted_one(tmp_path):
+    """Which Ray Train run a ``run_training`` continues: the interrupted one of the same config and data,
+    unless ``fresh`` (``aigc train --fresh``) or the config changed; either way the old run's checkpoints stay."""
+    from jobs.storage import Store
+    from jobs.train import _run_name
+
+    store, spec = Store(str(tmp_path)), ModelSpec(name="r", family="vae")
+    first, resumed = _run_name(store, spec, "f" * 64, fresh=False)
+    assert not resumed and store.read_json("checkpoints", "r", "_active.json")["run_name"] == first
+    store.write_json({"step": 3}, "checkpoints", "r", first, "marker.json")  # stands in for its checkpoints
+    assert _run_name(store, spec, "f" * 64, fresh=False) == (first, True)
+    fresh, resumed = _run_name(store, spec, "f" * 64, fresh=True)
+    active = store.read_json("checkpoints", "r", "_active.json")
+    assert not resumed and fresh != first and active == {**active, "run_name": fresh, "fingerprint": "f" * 64}
+    assert store.exists("checkpoints", "r", first, "marker.json")
+    other, resumed = _run_name(store, spec, "0" * 64, fresh=False)  # another config: never resumes its run
+    assert not resumed and other not in (first, fresh)
 
 
 def test_data_that_does_not_fit_a_pinned_model_config_fails_before_workers_start(digits_store):

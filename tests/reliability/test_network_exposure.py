@@ -67,7 +67,9 @@ def _sockets_of(pids: set[int], listening: dict[int, str]) -> dict[str, str]:
     out = {}
     for pid in pids:
         try:
-            name = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:80]
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+            # The program's own name first: a full path can be longer than any cut (CI checks out deeper).
+            name = " ".join([Path(argv[0]).name, *argv[1:]])[:100]
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 link = os.readlink(f"/proc/{pid}/fd/{fd}")
                 if link.startswith("socket:["):
@@ -128,14 +130,32 @@ def _status(url: str, headers: dict[str, str] | None = None) -> int:
         return exc.code
 
 
-def test_ray_refuses_requests_without_the_cluster_token(ray_local):
-    from jobs.ray_runtime import dashboard_url
+DASHBOARD = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from tests.reliability.test_network_exposure import _is_loopback, _status, _token
+from jobs.ray_runtime import dashboard_url, ensure_ray
 
-    url = dashboard_url()
-    assert url and _is_loopback(url.split("//")[1].split("/")[0])
-    assert _status(f"{url}/api/version") == 401  # no token
-    assert _status(f"{url}/api/version", {"Authorization": "Bearer not-the-token"}) == 403
-    assert _status(f"{url}/api/version", {"Authorization": f"Bearer {_token()}"}) == 200
+ensure_ray(num_cpus=1)  # a local instance as `aigc` starts it: dashboard on, token auth as Ray's default
+url = dashboard_url()
+print(json.dumps({"url": url, "loopback": bool(url) and _is_loopback(url.split("//")[1].split("/")[0]),
+                  "anonymous": _status(f"{url}/api/version"),
+                  "wrong": _status(f"{url}/api/version", {"Authorization": "Bearer not-the-token"}),
+                  "token": _status(f"{url}/api/version", {"Authorization": f"Bearer {_token()}"})}))
+"""
+
+
+def test_ray_refuses_requests_without_the_cluster_token(tmp_path):
+    """In a Ray of its own (the suite's shared instance runs without a dashboard)."""
+    import json
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    run = subprocess.run([sys.executable, "-c", DASHBOARD, str(REPO)], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert seen["url"] and seen["loopback"], seen
+    assert (seen["anonymous"], seen["wrong"], seen["token"]) == (401, 403, 200), seen
 
 
 @pytest.fixture

@@ -85,7 +85,7 @@ import sys
 from pipelines.cli import main
 sys.exit(main(["train", "--config", sys.argv[1], "--out", sys.argv[2], "--model", "tiny-gan"] + sys.argv[3:]))
 """
-OVERRIDES = ["train.checkpoint_every_steps=2", "train.quality_references=false", "models.0.epochs=4"]
+OVERRIDES = ["train.checkpoint_every_steps=2", "train.quality_references=false", "models.0.epochs=4", "ray.dashboard=false"]
 
 
 @pytest.mark.heavy
