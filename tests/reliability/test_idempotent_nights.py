@@ -57,3 +57,23 @@ def test_re_running_a_committed_night_through_the_flow_regenerates_nothing(tiny_
     assert [s["stage"] for s in night["stages"]] == ["preprocess", "generate"]  # no training, gate or publish
     report = json.loads(store.read_bytes("reports", f"run_date={RUN_DATE}", "report.json"))
     assert report["gate"] == manifest["gate"]
+
+
+def test_cached_stages_never_cross_to_another_or_a_recreated_root(tmp_path, monkeypatch):
+    """Prefect's cache outlives a ROOT. The same relative ``output`` in two checkouts, or one ROOT deleted
+    (``make clean``) and made again, must miss the cache: its stages' data is not there."""
+    from pipelines.config import as_dict, load_config
+    from pipelines.flows import _curate_key
+
+    config = as_dict(load_config(TINY_CONFIG, output="./runs"))
+    key = lambda: _curate_key(None, {"config": config, "run_date": RUN_DATE})  # noqa: E731
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    first = key()
+    assert key() == first and (tmp_path / "a" / "runs" / "_root.json").exists()  # the same ROOT: a hit
+    monkeypatch.chdir(tmp_path / "b")
+    assert key() != first  # another checkout's ./runs
+    monkeypatch.chdir(tmp_path / "a")
+    shutil.rmtree(tmp_path / "a" / "runs")
+    assert key() != first  # ./runs deleted and made again
