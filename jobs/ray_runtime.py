@@ -11,6 +11,7 @@ environment sets it; see ``deploy/README.md`` for shared clusters.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Literal
@@ -40,13 +41,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "0")
     if address:
         context = ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
-    elif listen == "localhost":
-        with _single_machine_mode():
+    else:
+        with _single_machine_mode() if listen == "localhost" else contextlib.nullcontext():
             context = ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), logging_level=logging.WARNING,
                                include_dashboard=None if dashboard else False)
-    else:
-        context = ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), logging_level=logging.WARNING,
-                           include_dashboard=None if dashboard else False)
     _dashboard_url = getattr(context, "dashboard_url", None) or None
 
 

@@ -109,6 +109,13 @@ class Store:
     def read_json(self, *parts: str) -> Any:
         return json.loads(self.read_bytes(*parts))
 
+    def identity(self) -> tuple[str, str]:
+        """ROOT's absolute location and an id written into it on first use (``ROOT/_root.json``): what tells a
+        ROOT from one deleted and made again at the same place, or from another checkout's ``./runs``."""
+        if not self.exists("_root.json"):
+            self.write_json({"id": uuid.uuid4().hex}, "_root.json")
+        return self.display(), self.read_json("_root.json")["id"]
+
     def delete(self, *parts: str) -> None:
         """Deletes a file or a whole folder; nothing there is not an error."""
         info = self.fs.get_file_info(self.path(*parts))

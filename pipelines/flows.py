@@ -12,7 +12,6 @@ import json
 import math
 import os
 import time
-import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Optional
@@ -249,19 +248,12 @@ CACHE_EXPIRATION = timedelta(hours=20)  # a re-run of a failed night reuses stag
 
 
 def _night_key(kind: str, config: dict[str, Any], *parts: Any) -> str:
-    """A stage's cache key: the output ROOT (which one, see ``root_identity``), the config sections the stage
-    reads, its inputs, the night."""
-    payload = json.dumps([kind, *root_identity(Store(config["output"])), *parts], sort_keys=True, default=str)
+    """A stage's cache key: the output ROOT, the config sections the stage reads, its inputs, the night.
+    Prefect's cache outlives a ROOT, so the ROOT counts by ``Store.identity``: with the relative ``output:
+    ./runs`` a second checkout, or the same one after ``make clean``, must not hit the cache of data that
+    is not there."""
+    payload = json.dumps([kind, *Store(config["output"]).identity(), *parts], sort_keys=True, default=str)
     return f"aigc-{kind}-{hashlib.sha256(payload.encode()).hexdigest()[:32]}"
-
-
-def root_identity(store: Store) -> tuple[str, str]:
-    """ROOT's absolute location and an id written into it on first use (``ROOT/_root.json``). Prefect's cache
-    outlives a ROOT: with the relative ``output: ./runs`` a second checkout, or the same one after ``make
-    clean``, would otherwise hit the cache of a ROOT that no longer holds the cached stage's data."""
-    if not store.exists("_root.json"):
-        store.write_json({"id": uuid.uuid4().hex, "created_at": datetime.now(timezone.utc).isoformat()}, "_root.json")
-    return store.display(), store.read_json("_root.json")["id"]
 
 
 def _curate_key(context: Any, p: dict[str, Any]) -> str:
