@@ -12,6 +12,8 @@ The contract in short:
 - ``make_batch(columns)`` turns numpy columns (as Ray Data yields them) into tensors for ``forward``.
 - ``sample(conditions, seeds, **sampler)`` makes one output per row. Row ``i`` depends only on
   ``seeds[i]``, ``conditions[i]``, the sampler settings and the weights: never on the other rows.
+- ``pretrained`` families load their weights (and so their architecture, image shape and class indices)
+  from a local directory: the data must fit them, and they can be used as they are, without training.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class GenerativeModel(nn.Module):
     modality: ClassVar[str]  # "image" or "text"
     config_class: ClassVar[type]
     phases: ClassVar[tuple[str, ...]] = ("model",)
+    pretrained: ClassVar[bool] = False  # weights come from a saved model, not from a random initialisation
 
     def __init__(self, config: Any) -> None:
         super().__init__()

@@ -1,7 +1,8 @@
 """What every image family shares: the config fields the data decides, label handling, batches in and
 uint8 images out, per-row noise.
 
-Images are ``[-1, 1]`` floats ``[B, C, H, W]`` inside a model and ``uint8 [H, W, C]`` arrays outside.
+Images are ``[-1, 1]`` floats ``[B, C, H, W]`` inside a model and ``uint8 [H, W, C]`` arrays outside; a
+model's ``output_shape`` says which ``(H, W, C)``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,21 @@ class ImageConfig:
 
 class ImageModel(GenerativeModel):
     modality = "image"
-    config: Any  # an ImageConfig subclass
+    config: Any  # an ImageConfig subclass, or a pretrained family's own config
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        """``(H, W, C)`` of every image the model makes and takes. Families trained here read it from their
+        config (which the curated data fills in); a pretrained family overrides this with what its weights
+        fix. Jobs ask the model (or the model card, which records it) and never assume config fields."""
+        return (int(self.config.resolution), int(self.config.resolution), int(self.config.channels))
+
+    @classmethod
+    def fixed_output_shape(cls, config: dict[str, Any]) -> tuple[int, int, int] | None:
+        """The ``(H, W, C)`` a family's saved weights fix, read from ``config`` without building the model
+        (so a config can be checked against the data before any work), or ``None`` when the data decides
+        it or it cannot be read yet."""
+        return None
 
     def label_indices(self, labels: Sequence[Any]) -> torch.Tensor | None:
         """Label names -> class indices (None for an unconditional model)."""
@@ -44,7 +59,7 @@ class ImageModel(GenerativeModel):
 
     def make_batch(self, columns: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         pixels = torch.tensor(np.asarray(columns["pixels"]))  # [B, H, W, C] uint8 (a copy: Ray hands out read-only arrays)
-        expected = (self.config.resolution, self.config.resolution, self.config.channels)
+        expected = self.output_shape
         if tuple(pixels.shape[1:]) != expected:
             raise ValueError(f"image batch has shape {tuple(pixels.shape[1:])}, model expects {expected} (H, W, C)")
         batch = {"images": pixels.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)}

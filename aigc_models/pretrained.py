@@ -8,8 +8,10 @@
   them).
 
 Both load with ``local_files_only=True``: nothing is ever fetched from the hub. Both can be fine-tuned by the
-generic training loop (their ``forward`` gives the usual loss), and an ``aigc_models.save`` checkpoint
-holds their full weights; loading it needs the base directory again, for the architecture and tokenizer.
+generic training loop (their ``forward`` gives the usual loss) or used as they are, and an
+``aigc_models.save`` checkpoint holds their full weights; loading it needs the base directory again, for the
+architecture and tokenizer. The U-Net fixes the image shape (``output_shape``: its ``sample_size`` and
+``in_channels``); the curated data must have that shape.
 Optional dependencies: ``pip install '.[pretrained]'``.
 """
 
@@ -64,6 +66,7 @@ class HFTokenizer:
 class HFCausalLM(TextModel):
     family = "hf_causal_lm"
     config_class = HFCausalLMConfig
+    pretrained = True
 
     def __init__(self, config: HFCausalLMConfig) -> None:
         GenerativeModel.__init__(self, config)  # the tokenizer comes from the directory, not TextConfig
@@ -114,34 +117,63 @@ class HFDiffusionConfig:
     lr: float = 1e-4
 
 
+def _unet_shape(unet_config: dict[str, Any]) -> tuple[int, int, int]:
+    """``(H, W, C)`` of the images a ``UNet2DModel`` config describes; refuses what cannot be an L or RGB
+    image or cannot be sampled (an output with other channels than the input)."""
+    size = unet_config["sample_size"]
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    c_in, c_out = int(unet_config["in_channels"]), int(unet_config["out_channels"])
+    if c_in not in (1, 3):
+        raise ValueError(f"hf_diffusion: the U-Net takes {c_in}-channel images; only 1 (L) or 3 (RGB) are supported")
+    if c_out != c_in:
+        raise ValueError(f"hf_diffusion: the U-Net predicts {c_out} channels for {c_in}-channel images; it must "
+                         "predict the noise of every input channel")
+    return (h, w, c_in)
+
+
 class HFDiffusion(ImageModel):
     family = "hf_diffusion"
     config_class = HFDiffusionConfig
+    pretrained = True
 
     def __init__(self, config: HFDiffusionConfig) -> None:
         super().__init__(config)
         _require_dir(config.path, "hf_diffusion")
         from diffusers import DDIMScheduler, UNet2DModel
 
-        self.unet = UNet2DModel.from_pretrained(config.path, subfolder="unet", local_files_only=True)
+        # low_cpu_mem_usage=False: what diffusers falls back to without `accelerate`, asked for explicitly so that
+        # every load (each Ray actor's) does not warn about it
+        self.unet = UNet2DModel.from_pretrained(config.path, subfolder="unet", local_files_only=True, low_cpu_mem_usage=False)
         self.scheduler = DDIMScheduler.from_pretrained(config.path, subfolder="scheduler", local_files_only=True)
         n_classes = self.unet.config.num_class_embeds or 0
         if n_classes and not config.classes:
             config.classes = [str(i) for i in range(n_classes)]
         if len(config.classes) != n_classes:
             raise ValueError(f"hf_diffusion: classes has {len(config.classes)} names, the U-Net has {n_classes} classes")
-        size = self.unet.config.sample_size
-        self.resolution = size if isinstance(size, int) else size[0]
-        self.channels = self.unet.config.in_channels
+        self._shape = _unet_shape(dict(self.unet.config))
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        return self._shape
+
+    @classmethod
+    def fixed_output_shape(cls, config: dict[str, Any]) -> tuple[int, int, int] | None:
+        """Read from ``<path>/unet/config.json`` (the file ``save_pretrained`` writes) without loading weights."""
+        import json
+        from pathlib import Path
+
+        found = Path(str(config.get("path") or "")).expanduser() / "unet" / "config.json"
+        if not found.is_file():
+            return None  # building the model reports a missing directory
+        return _unet_shape(json.loads(found.read_text()))
 
     def optimizer_settings(self, phase: str) -> OptimizerSettings:
         return OptimizerSettings(lr=self.config.lr, betas=(0.9, 0.999))
 
     def make_batch(self, columns: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         pixels = np.asarray(columns["pixels"])
-        if pixels.shape[1:] != (self.resolution, self.resolution, self.channels):
-            raise ValueError(f"image batch has shape {pixels.shape[1:]}, the U-Net expects "
-                             f"{(self.resolution, self.resolution, self.channels)} (H, W, C)")
+        if pixels.shape[1:] != self.output_shape:
+            raise ValueError(f"image batch has shape {pixels.shape[1:]}, the U-Net expects {self.output_shape} (H, W, C)")
         batch = {"images": torch.tensor(pixels).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)}
         if self.config.classes:
             batch["labels"] = self.label_indices(list(columns["label"]))
@@ -160,7 +192,8 @@ class HFDiffusion(ImageModel):
 
     def sample_chunk(self, y: torch.Tensor | None, seeds: list[int], s: dict[str, Any]) -> torch.Tensor:
         gens = [row_generator(seed) for seed in seeds]
-        shape = (self.channels, self.resolution, self.resolution)
+        h, w, c = self.output_shape
+        shape = (c, h, w)
         scheduler = self.scheduler.__class__.from_config(self.scheduler.config)  # its own step state per call
         scheduler.set_timesteps(int(s["steps"]))
         x = self.draw_noise(gens, shape)

@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from . import faults, provenance, quality, registry, request_table, schema
+from . import capacity, faults, provenance, quality, registry, request_table, schema
 from .images import encode_png
 from .publish import publish, resumable_staging
 from .specs import ErrorBudgetExceeded, FilterSpec, GenerateSpec, RequestSpec, check_error_budget
@@ -145,7 +145,9 @@ def expand_requests(requests: list[RequestSpec], models: dict[str, registry.Mode
 
 
 def _expand(batch: dict[str, np.ndarray], cells: pd.DataFrame, run_date: str, skip: frozenset) -> pd.DataFrame:
-    rows = rows_of(cells, run_date, np.asarray(batch["id"], dtype=np.int64))
+    """Rows of the position ranges ``[start, stop)`` in ``batch`` (the driver holds ranges, never rows)."""
+    positions = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in zip(batch["start"], batch["stop"])])
+    rows = rows_of(cells, run_date, positions)
     return rows[~rows["id"].isin(skip)] if skip else rows
 
 
@@ -192,11 +194,11 @@ class Generator:
                     text[i] = out
                 elif out is not None:
                     raw[i] = np.ascontiguousarray(out).tobytes()
-        shapes = {name: (m.config.resolution, m.config.channels) for name, m in self.models.items() if m.modality == "image"}
+        shapes = {name: m.output_shape for name, m in self.models.items() if m.modality == "image"}  # (H, W, C)
         out = batch.copy()
         out["raw"], out["text"], out["error"] = raw, text, error
-        out["size"] = [shapes.get(n, (0, 0))[0] for n in batch["model_name"]]
-        out["channels"] = [shapes.get(n, (0, 0))[1] for n in batch["model_name"]]
+        for k, column in enumerate(("height", "width", "channels")):  # how the Finisher reshapes ``raw``
+            out[column] = [shapes.get(n, (0, 0, 0))[k] for n in batch["model_name"]]
         return out
 
     def _sample(self, model: Any, conditions: list, seeds: list[int], sampler: dict[str, Any]) -> list:
@@ -288,7 +290,7 @@ class Finisher:
         out: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
         ok = batch[(batch["modality"] == "image") & batch["error"].isna()]
         for name, group in ok.groupby("model_name", sort=False):
-            arrs = np.stack([np.frombuffer(r.raw, dtype=np.uint8).reshape(r.size, r.size, r.channels)
+            arrs = np.stack([np.frombuffer(r.raw, dtype=np.uint8).reshape(r.height, r.width, r.channels)
                              for r in group.itertuples(index=False)])
             scores = self.scorers[name].images(arrs, [schema.scalar(l) for l in group["label"]])
             out.update({i: (a, s) for i, a, s in zip(group.index, arrs, scores)})
@@ -341,9 +343,8 @@ def _bytes_per_row(cells: pd.DataFrame, models: dict[str, registry.ModelRef]) ->
     lineage strings add a few KB), used to cut files and row groups by bytes."""
     worst = 0
     for name, group in cells.groupby("model_name"):
-        cfg = models[name].card["config"]
         if models[name].card["modality"] == "image":
-            payload = cfg["resolution"] ** 2 * cfg["channels"] + 1024
+            payload = int(np.prod(models[name].image_shape)) + 1024
         else:
             longest = max(len((p or "").encode()) for p in group["prompt"])
             payload = longest + 4 * max(json.loads(s).get("max_new_tokens", 256) for s in group["sampler"])
@@ -449,8 +450,7 @@ def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: st
     cells = cap_cells(cells, count)
     if cells.empty or cells["n"].sum() == 0:
         raise ValueError("generate.requests: nothing to generate (no requests or request tables, or all counts are zero)")
-    if spec.use_gpu and ray.cluster_resources().get("GPU", 0) < spec.num_gpus_per_actor:
-        raise ValueError("generate.use_gpu is true but the Ray cluster has no GPU to give an actor")
+    pools = size_pools(spec)  # before any work: a night the cluster cannot hold fails now, naming the key
     cells = cells.sort_values("model_name", kind="stable").reset_index(drop=True)  # blocks of one model
     key = _fingerprint(run_date, cells, models, spec.filters, briefs, spec.use_gpu)
     partition = f"run_date={run_date}"
@@ -476,7 +476,7 @@ def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: st
     if resume is not None:
         resume["rows_found"] = len(done)
         print(f"[generate] resuming {partition}: {len(done)} rows already written in {store.display(staging_path)}", flush=True)
-    _run_pipeline(cells, done, spec, store, staging_path, run, briefs, per_row)
+    _run_pipeline(cells, done, spec, store, staging_path, run, briefs, per_row, pools)
     generated, rounds = int(cells["n"].sum()), []
     if spec.filters.enabled and spec.filters.top_up:
         plans = staging.plans()
@@ -489,7 +489,7 @@ def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: st
                 staging.save_plans(plans)  # before the work: a resumed night replays the same plan
             extra = _plan_cells(cells, plans[r])
             generated += int(extra["n"].sum())
-            _run_pipeline(extra, staging.ids(), spec, store, staging_path, run, briefs, per_row)
+            _run_pipeline(extra, staging.ids(), spec, store, staging_path, run, briefs, per_row, pools)
             rounds.append(int(extra["n"].sum()))
     gen_seconds = time.time() - gen_started
     manifest = _manifest(store, staging, cells, run, generated, gen_seconds, rounds, resume, spec.filters)
@@ -553,28 +553,89 @@ def discard_generation(store: Store, result: GenerateResult) -> None:
 
 
 def _run_pipeline(cells: pd.DataFrame, skip: frozenset, spec: GenerateSpec, store: Store, staging: str,
-                  run: dict[str, Any], briefs: pa.Table | None, per_row: int) -> None:
+                  run: dict[str, Any], briefs: pa.Table | None, per_row: int, pools: "Pools") -> None:
     """One Ray Data pass: expand ``cells`` (minus ``skip``) -> Generator -> Finisher -> Parquet in ``staging``."""
     total = int(cells["n"].sum())
     if total == 0:
         return
-    lo, hi, initial = spec.pool()
+    (lo, hi, initial), (elo, ehi, einitial) = pools
     blocks = max(1, min(total // spec.batch_size, 8 * hi))
-    ds = ray.data.range(total, override_num_blocks=blocks)
+    bounds = np.linspace(0, total, blocks + 1).astype(np.int64)
+    # Position ranges from the driver, expanded by tasks of a quarter CPU: ray.data.range reads with 1-CPU
+    # tasks, which a node whose actors left it half a CPU can never run (see jobs/capacity.py). A task stage
+    # there, not only actors, also keeps Ray Data granting this job CPUs while it runs, so the write tasks
+    # stream files out (a killed night resumes from them) instead of waiting for the last batch.
+    ranges = [{"start": int(a), "stop": int(b)} for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    context = ray.data.DataContext.get_current()  # a dataset keeps the context it was made in: set it first
+    waited, context.wait_for_min_actors_s = context.wait_for_min_actors_s, spec.actor_start_timeout_s
+    ds = ray.data.from_items(ranges, override_num_blocks=len(ranges))
     ds = ds.map_batches(_expand, fn_kwargs={"cells": cells, "run_date": run["run_date"], "skip": skip},
-                        batch_size=None, batch_format="numpy")
+                        batch_size=None, batch_format="numpy", num_cpus=TASK_CPUS)
+    resources = generator_resources(spec)
     ds = ds.map_batches(Generator, fn_constructor_kwargs={"root": store.root, "use_gpu": spec.use_gpu, "fault": faults.plan(),
                                                            "models": {n: (m["version"], m["path"]) for n, m in run["models"].items()}},
                         batch_size=spec.batch_size, batch_format="pandas",
-                        concurrency=hi if lo == hi else (lo, hi, initial),
-                        num_gpus=spec.num_gpus_per_actor if spec.use_gpu else None, num_cpus=1)
-    elo, ehi, einitial = spec.pool("encode_concurrency")
+                        concurrency=hi if lo == hi else (lo, hi, initial), num_cpus=resources.pop("CPU"),
+                        num_gpus=resources.pop("GPU", None), resources=resources or None)
     ds = ds.map_batches(Finisher, fn_constructor_kwargs={"store_root": store.root, "run": run, "filters": spec.filters,
                                                           "rejected_dir": f"{staging}/_rejected", "briefs": briefs},
-                        batch_format="pandas", concurrency=ehi if elo == ehi else (elo, ehi, einitial), num_cpus=0.5)
+                        batch_format="pandas", concurrency=ehi if elo == ehi else (elo, ehi, einitial), num_cpus=FINISHER_CPUS)
     group = max(1, min(spec.row_group_bytes, spec.max_file_bytes) // per_row)
-    ds.write_parquet(store.path(staging), filesystem=store.fs, row_group_size=group,  # Ray buffers blocks up
-                     min_rows_per_file=group, max_rows_per_file=max(group, spec.max_file_bytes // per_row))  # to a group
+    try:  # a pool that cannot start within actor_start_timeout_s fails the night; it never waits for ever
+        ds.write_parquet(store.path(staging), filesystem=store.fs, row_group_size=group,  # Ray buffers blocks up
+                         min_rows_per_file=group, max_rows_per_file=max(group, spec.max_file_bytes // per_row),  # to a group
+                         ray_remote_args={"num_cpus": TASK_CPUS})
+    except Exception as exc:  # Ray Data's GetTimeoutError, raised in its executor (wrapped or not)
+        if "Timed out while starting actors" not in str(exc):
+            raise
+        raise RuntimeError(f"generate.actor_start_timeout_s: the generation actors ({_fmt_pools(spec, pools)}) did not "
+                           f"all start within {spec.actor_start_timeout_s}s. The cluster can hold them, so other work "
+                           "holds the resources they ask for: wait for it, lower generate.concurrency, or raise "
+                           "generate.actor_start_timeout_s") from None
+    finally:
+        context.wait_for_min_actors_s = waited
+
+
+FINISHER_CPUS = 0.5
+TASK_CPUS = 0.25  # the expand and write tasks are light: a whole CPU each would not fit beside the actors
+Pools = tuple[tuple[int, int, int], tuple[int, int, int]]
+
+
+def generator_resources(spec: GenerateSpec) -> dict[str, float]:
+    """What one Generator actor asks Ray for: a CPU, its GPU share with ``use_gpu``, and any custom resources."""
+    return {"CPU": 1.0, **({"GPU": spec.num_gpus_per_actor} if spec.use_gpu else {}), **spec.resources_per_actor}
+
+
+def size_pools(spec: GenerateSpec) -> Pools:
+    """The Generator and Finisher pools, checked against the cluster's nodes: a fixed pool that cannot be placed
+    (beside its Finisher pool and a write task) fails at once naming its key; an autoscaling ``[min, max]``
+    pool's max is lowered to what fits, and the console says so."""
+    (glo, ghi, _), (elo, ehi, _) = spec.pool(), spec.pool("encode_concurrency")
+    if capacity.autoscaling():  # the nodes that would hold the pools may not be up yet: Ray's autoscaler adds them
+        return spec.pool(), spec.pool("encode_concurrency")
+    nodes = capacity.cluster_nodes()
+    if spec.use_gpu and not any(n.get("GPU", 0) >= spec.num_gpus_per_actor for n in nodes):
+        raise capacity.CapacityError("generate.use_gpu is true but no node of the Ray cluster has "
+                                     f"{spec.num_gpus_per_actor:g} GPU to give a Generator actor")
+
+    def demands(g: int, e: int) -> list[capacity.Demand]:
+        return [capacity.Demand("Generator actor", "generate.concurrency", generator_resources(spec), g),
+                capacity.Demand("Finisher actor", "generate.encode_concurrency", {"CPU": FINISHER_CPUS}, e),
+                capacity.Demand("expand or write task", "generate.encode_concurrency", {"CPU": TASK_CPUS})]
+
+    capacity.check(demands(glo, elo), "generation", nodes)
+    g = capacity.largest_fitting(glo, ghi, lambda n: demands(n, elo), nodes)
+    e = capacity.largest_fitting(elo, ehi, lambda n: demands(g, n), nodes)
+    if (g, e) != (ghi, ehi):
+        print(f"[generate] the cluster fits {g} Generator and {e} Finisher actors (the config allows up to {ghi} "
+              f"and {ehi}): using {g} and {e}", flush=True)
+    return (glo, g, g), (elo, e, e)
+
+
+def _fmt_pools(spec: GenerateSpec, pools: Pools) -> str:
+    (_, g, _), (_, e, _) = pools
+    res = ", ".join(f"{k} {v:g}" for k, v in generator_resources(spec).items())
+    return f"{g} Generator with {res} each, {e} Finisher with CPU {FINISHER_CPUS:g} each"
 
 
 def _manifest(store: Store, staging: _Staging, cells: pd.DataFrame, run: dict[str, Any], generated: int,

@@ -31,6 +31,7 @@ from aigc_models import quality as q
 
 from .cleaning import blocked_term
 from .images import decode_png
+from .registry import image_shape
 from .specs import FilterSpec
 from .storage import Store
 
@@ -121,8 +122,8 @@ class Scorer:
             self.shingles = tensors["reference_shingles"].numpy().view(np.uint64)
         if "classifier" in self.card:
             c = self.card["classifier"]
-            res, ch = card["config"]["resolution"], card["config"]["channels"]
-            self.classifier = q.DomainClassifier(ch, res, len(c["classes"]), c["width"])
+            h, _, ch = image_shape(card)  # the classifier was trained on the curated images, which have it
+            self.classifier = q.DomainClassifier(ch, h, len(c["classes"]), c["width"])
             self.classifier.load_state_dict({k[len("classifier."):]: v for k, v in tensors.items() if k.startswith("classifier.")})
             self.classifier.eval()
             self.classes = {name: i for i, name in enumerate(c["classes"])}

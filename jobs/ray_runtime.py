@@ -18,12 +18,15 @@ from typing import Literal
 
 import ray
 
+from . import capacity
+
 SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 _dashboard_url: str | None = None
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None,
-               listen: Literal["localhost", "network"] = "localhost", dashboard: bool = True) -> None:
+               listen: Literal["localhost", "network"] = "localhost", dashboard: bool = True,
+               autoscaling: bool = False) -> None:
     """Joins ``address`` (or ``RAY_ADDRESS``) when given, else starts a local instance.
 
     ``num_cpus`` is the number of logical CPU slots for a local instance. Ray Train workers hold their
@@ -32,20 +35,44 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
     local instance's sockets are on ``127.0.0.1`` (``localhost``) or on the machine's address (``network``:
     other machines can then join it or reach its dashboard agent, so keep token authentication on).
     ``dashboard`` starts a local instance's dashboard (its head and a dozen module processes poll the
-    cluster all the time; the test suite turns it off).
+    cluster all the time; the test suite turns it off). ``autoscaling``: the cluster adds nodes on demand,
+    so stages do not check their demands against the nodes up now (``jobs.capacity``).
+
+    With no address, a new local instance starts even when ``ray start`` runs on this machine (a plain
+    ``ray.init()`` would join it, or a dead cluster its ``ray_current_cluster`` file still names, and then
+    refuse ``num_cpus``); ``auto`` or an address joins a running cluster instead.
     """
     global _dashboard_url
+    capacity.set_autoscaling(autoscaling)
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "0")
     if address:
-        context = ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+        try:
+            context = ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+        except ConnectionError as exc:  # 'auto' with nothing running, or an address nobody answers on
+            raise RayUnavailable(f"ray.address: cannot join the Ray cluster at {address!r}: {exc}") from None
+        gcs = context.address_info.get("gcs_address") or address
+        where = f"joined the Ray cluster at {gcs}" + (f" ({address})" if address != gcs else "")
     else:
+        # "local": a new instance even when `ray start` runs on this machine (or left its
+        # ray_current_cluster file behind), which a plain ray.init() would try to join, and then refuse
+        # num_cpus. Joining a running cluster is what ray.address / RAY_ADDRESS / --ray-address are for.
         with _single_machine_mode() if listen == "localhost" else contextlib.nullcontext():
-            context = ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), logging_level=logging.WARNING,
-                               include_dashboard=None if dashboard else False)
+            context = ray.init(address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1),
+                               logging_level=logging.WARNING, include_dashboard=None if dashboard else False)
+        where = "started a local Ray instance"
     _dashboard_url = getattr(context, "dashboard_url", None) or None
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    cpus = sum(n.get("Resources", {}).get("CPU", 0) for n in nodes)
+    gpus = sum(n.get("Resources", {}).get("GPU", 0) for n in nodes)
+    print(f"[ray] {where}: {len(nodes)} node{'s' * (len(nodes) != 1)}, {cpus:g} CPU, {gpus:g} GPU"
+          + (f"; dashboard {dashboard_url()}" if _dashboard_url else ""), flush=True)
+
+
+class RayUnavailable(RuntimeError):
+    """The configured Ray cluster cannot be joined; the message names ``ray.address``."""
 
 
 def dashboard_url() -> str | None:

@@ -73,8 +73,7 @@ def _check(row: Any, raw: bytes | None, text: str | None, error: str | None, car
         return Regenerated(row.id, run_date, model, False, "the registry's weights differ from the row's checkpoint", None)
     path = None
     if row.modality == "image":
-        size, channels = card["config"]["resolution"], card["config"]["channels"]
-        arr = np.frombuffer(raw, dtype=np.uint8).reshape(size, size, channels)
+        arr = np.frombuffer(raw, dtype=np.uint8).reshape(registry.image_shape(card))
         content = hashlib.sha256(arr.tobytes()).hexdigest()
         png = encode_png(arr, json.loads(row.provenance))
         same_png = row.image is not None and png == row.image["bytes"]

@@ -29,6 +29,21 @@ class ModelRef:
     def weights(self) -> str:
         return f"{self.path}/model.safetensors"
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return image_shape(self.card)
+
+
+def image_shape(card: dict[str, Any]) -> tuple[int, int, int]:
+    """``(H, W, C)`` of an image model's output, as its card records it (``output_shape``, written at train
+    time from the model itself: a pretrained U-Net fixes it, the families trained here take it from the
+    data). Cards written before the shape was recorded only came from families whose config holds it."""
+    if card.get("output_shape"):
+        h, w, c = card["output_shape"]
+        return int(h), int(w), int(c)
+    config = card["config"]
+    return int(config["resolution"]), int(config["resolution"]), int(config["channels"])
+
 
 def register(store: Store, name: str, version: str, files: dict[str, bytes], card: dict[str, Any], promote: bool) -> ModelRef:
     area = f"models/{name}"

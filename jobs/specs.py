@@ -57,6 +57,8 @@ class RaySpec(Strict):
     listen: Literal["localhost", "network"] = "localhost"  # a local instance's sockets: 127.0.0.1 only, or the
     #   machine's address (other machines can reach it: keep RAY_AUTH_MODE=token); see jobs/ray_runtime.py
     dashboard: bool = True  # a local instance's dashboard (about 5% of a 2-core machine while it runs)
+    autoscaling: bool = False  # the cluster adds nodes on demand (KubeRay, `ray up`): stages skip the check of their
+    #   actors and workers against the nodes up now (jobs/capacity.py) and rely on their start timeouts instead
 
 
 class BuiltinSource(Strict):
@@ -179,6 +181,22 @@ class ModelSpec(BaseModel):
     batch_size: Optional[int] = Field(None, ge=1)  # per worker; rows (images or documents)
     sources: Optional[list[str]] = None  # curated sources to train on (default: all of the modality)
     seed: int = 0
+    finetune: bool = True  # false: a pretrained family (hf_diffusion, hf_causal_lm) is registered with its weights
+    #   as they are (no Ray Train run; quality references, evaluation and the gate still apply)
+
+    @model_validator(mode="after")
+    def _check_finetune(self) -> "ModelSpec":
+        if self.finetune:
+            return self
+        if not aigc_models.FAMILIES[self.family].pretrained:
+            pretrained = ", ".join(f for f, c in aigc_models.FAMILIES.items() if c.pretrained)
+            raise ValueError(f"'finetune': false needs a pretrained family ({pretrained}); a {self.family} model "
+                             "starts from random weights and must be trained")
+        for key in ("epochs", "max_steps", "batch_size"):
+            if getattr(self, key) is not None:
+                raise ValueError(f"'{key}': the model is used as it is (finetune: false), so it has no {key}; "
+                                 "drop it or set finetune: true")
+        return self
 
     @model_validator(mode="after")
     def _check_hyperparameters(self) -> "ModelSpec":
@@ -336,6 +354,10 @@ class GenerateSpec(Strict):
     filters: FilterSpec = Field(default_factory=lambda: FilterSpec())
     use_gpu: bool = False
     num_gpus_per_actor: float = Field(1.0, gt=0)  # only with use_gpu
+    resources_per_actor: dict[str, float] = Field(default_factory=dict)  # extra Ray resources per Generator actor:
+    #   custom node resources ({"a100": 1}) or accelerator types ({"accelerator_type:A10G": 0.01}); see jobs/capacity.py
+    actor_start_timeout_s: int = Field(300, ge=1)  # a pool whose actors cannot all start by then fails the night
+    #   (the cluster fits them, but other work holds the resources); a pool the cluster can never fit fails at once
     requests: list[RequestSpec] = Field(default_factory=list)
     request_tables: list[RequestTableSpec] = Field(default_factory=list)
 

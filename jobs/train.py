@@ -1,10 +1,13 @@
 """Training on Ray Train: one generic loop for every model family, DDP across workers.
 
 The driver (``run_training``) reads the curated split through Ray Data, derives what the data decides
-(image size, channels, classes), and starts a ``TorchTrainer``. Each worker runs ``train_loop_per_worker``:
+(image size, channels, classes; a pretrained model decides them itself and the data must fit it), and
+starts a ``TorchTrainer``. Each worker runs ``train_loop_per_worker``:
 it builds the model from its config, wraps it with Ray Train's ``prepare_model`` (DDP), streams its shard
 of the dataset, steps one optimiser per model phase, and reports checkpoints (weights as safetensors,
-optimiser states, metrics so far). The finished run is published to the model registry.
+optimiser states, metrics so far). The finished run is published to the model registry. A pretrained model
+with ``finetune: false`` skips Ray Train: its weights are registered as they are, with the same card,
+samples and quality references as a trained version.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from ray.train.torch import TorchTrainer
 import aigc_models
 from aigc_models.text import train_bpe
 
-from . import faults, quality, registry
+from . import capacity, faults, quality, registry
 from .images import decode_png, grid, line_chart
 from .preprocess import label_key, resolve_dataset_version
 from .specs import ModelSpec, TrainSpec
@@ -53,6 +56,7 @@ class TrainResult:
     samples_per_second: float
     final_metrics: dict[str, float]
     promoted: bool = False  # production.json now points at this version
+    used_as_is: bool = False  # a pretrained model registered without training (finetune: false)
 
 
 # ---- data ------------------------------------------------------------------------------------------
@@ -132,12 +136,15 @@ def split_stats(store: Store, dataset_version: str, split: str, modality: str,
 
 
 def model_config(spec: ModelSpec, store: Store, dataset_version: str, classes: list[str]) -> dict[str, Any]:
-    """Hyperparameters from the spec plus the fields the data decides, for configs that have them."""
+    """Hyperparameters from the spec plus the fields the data decides, for configs that have them. A
+    pretrained family gets none: its weights fix the image shape and what each class index means (its
+    ``classes`` names them), so the data is checked against the model instead (``check_data_fits_model``)."""
     cls = aigc_models.FAMILIES[spec.family].config_class
     fields = {f.name for f in dataclasses.fields(cls)}
     manifest = store.read_json("curated", dataset_version, "_manifest.json")
-    derived = {"resolution": manifest["preprocess"]["resolution"], "channels": manifest["preprocess"]["channels"],
-               "classes": classes}
+    derived = {} if aigc_models.FAMILIES[spec.family].pretrained else {
+        "resolution": manifest["preprocess"]["resolution"], "channels": manifest["preprocess"]["channels"],
+        "classes": classes}
     config = {**{k: v for k, v in derived.items() if k in fields}, **spec.hyperparameters}
     if config.get("tokenizer") == "bpe" and not config.get("tokenizer_json"):
         vocab = config.get("vocab_size", cls.vocab_size)  # type: ignore[attr-defined]
@@ -157,10 +164,11 @@ def _texts(store: Store, dataset_version: str, sources: list[str] | None) -> Ite
         yield from (t for t in batch.column("text").to_pylist() if t)
 
 
-def check_data_fits_model(spec: ModelSpec, config: dict[str, Any], store: Store, dataset_version: str,
+def check_data_fits_model(spec: ModelSpec, model: aigc_models.GenerativeModel, store: Store, dataset_version: str,
                           classes: list[str]) -> None:
-    """Hyperparameters a model entry pins (resolution, channels, classes) must agree with the curated data; a
-    mismatch is an error here, on the driver, instead of a shape error inside every worker."""
+    """Hyperparameters a model entry pins (resolution, channels, classes), and what a pretrained model's
+    weights fix (its ``output_shape`` and classes), must agree with the curated data; a mismatch is an error
+    here, on the driver, naming the key to change, instead of a shape error inside every worker."""
     manifest = store.read_json("curated", dataset_version, "_manifest.json")["preprocess"]
     pinned = spec.hyperparameters
     for key in ("resolution", "channels"):
@@ -172,6 +180,22 @@ def check_data_fits_model(spec: ModelSpec, config: dict[str, Any], store: Store,
         if outside:
             raise ValueError(f"model {spec.name}: the curated data has labels outside the model's classes: "
                              f"{', '.join(outside[:10])}{' ...' if len(outside) > 10 else ''} (dataset {dataset_version})")
+    if model.modality != "image":
+        return
+    r, ch = manifest.get("resolution"), manifest.get("channels")
+    h, w, c = model.output_shape
+    if (r, r) != (h, w) or ch != c:
+        key, want = ("resolution", h) if (r, r) != (h, w) else ("channels", c)
+        raise ValueError(f"preprocess.{key}: the curated data (dataset {dataset_version}) has {r}x{r} images with {ch} "
+                         f"channel(s), model {spec.name} ({spec.family}) takes {h}x{w} with {c}; set preprocess.{key}: "
+                         f"{want} and preprocess again")
+    named = [str(x) for x in getattr(model.config, "classes", None) or []]
+    outside = [l for l in classes if l not in named]
+    if named and outside:
+        raise ValueError(f"model {spec.name}: the curated data has labels outside the model's classes: "
+                         f"{', '.join(outside[:10])}{' ...' if len(outside) > 10 else ''} (dataset {dataset_version}; "
+                         f"the model's classes are {', '.join(named[:10])}{' ...' if len(named) > 10 else ''}: name its "
+                         "class indices with the model's 'classes', or pick sources with the model's 'sources')")
 
 
 def _run_name(store: Store, spec: ModelSpec, fingerprint: str, fresh: bool) -> tuple[str, bool]:
@@ -192,6 +216,15 @@ def _run_name(store: Store, spec: ModelSpec, fingerprint: str, fresh: bool) -> t
     return run_name, False
 
 
+def _worker_demand(train: TrainSpec, resources: dict[str, float]) -> capacity.Demand:
+    """The worker group as Ray must place it: STRICT_PACK on one node, STRICT_SPREAD one per node."""
+    if train.placement_strategy == "STRICT_PACK":
+        return capacity.Demand(f"group of {train.num_workers} training workers (STRICT_PACK: one node)", "train.num_workers",
+                               {k: v * train.num_workers for k, v in resources.items()})
+    return capacity.Demand("training worker", "train.num_workers", resources, train.num_workers,
+                           spread=train.placement_strategy == "STRICT_SPREAD")
+
+
 def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_version: str | None = None,
                  fresh: bool = False, promote: str | None = None) -> TrainResult:
     """Trains ``spec`` on Ray Train and publishes it to the registry. Everything that can be checked on the
@@ -204,11 +237,14 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
         raise ValueError(f"model {spec.name}: curated dataset {dataset_version} has no {spec.modality} rows to train on"
                          + (f" from sources {spec.sources}" if spec.sources else ""))
     config = model_config(spec, store, dataset_version, classes)
-    check_data_fits_model(spec, config, store, dataset_version, classes)
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if train.use_gpu and gpus < train.num_workers:
-        raise ValueError(f"train.use_gpu is true with {train.num_workers} workers, but the Ray cluster has {gpus:g} GPUs")
     probe = aigc_models.build(spec.family, config)  # fails here, before any worker starts, on a bad config
+    check_data_fits_model(spec, probe, store, dataset_version, classes)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    needed = train.num_workers if spec.finetune else 1  # used as is: one GPU task builds the quality references
+    if train.use_gpu and gpus < needed and not capacity.autoscaling():
+        raise ValueError(f"train.use_gpu is true with {needed} worker(s), but the Ray cluster has {gpus:g} GPUs")
+    if not spec.finetune:
+        return _register_as_is(spec, train, store, dataset_version, probe, n_rows, started, promote)
     epochs, batch_size = spec.epochs or train.epochs, spec.batch_size or train.batch_size
     per_epoch = math.ceil(math.ceil(n_rows // train.num_workers / batch_size) / train.grad_accum)
     total_steps = min(epochs * max(1, per_epoch), spec.max_steps or 10**12)  # optimiser steps, for the LR schedule
@@ -229,6 +265,7 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
     loop_config["faults"] = faults.plan()  # the reliability suite's injected failures (none otherwise)
     loop_config["driver_pid"] = os.getpid() if loop_config["faults"] else None
     resources = train.resources_per_worker or ({"CPU": 1, "GPU": 1} if train.use_gpu else {"CPU": 1})
+    capacity.check([_worker_demand(train, resources)], f"training {spec.name}")  # Ray Train would wait for ever
     data_context = ray.data.DataContext.get_current()
     progress_bars, data_context.enable_progress_bars = data_context.enable_progress_bars, False  # per-epoch bars of the shards are noise
     datasets = {split: _split_dataset(store, dataset_version, split, spec, train.cache_dataset)
@@ -259,8 +296,7 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
     epoch_rows = metrics[metrics["scope"] == "epoch"] if "scope" in metrics else metrics
     final = {k: float(v) for k, v in epoch_rows.iloc[-1].items() if k not in ("scope", "epoch", "step", "seconds")}
     references = _quality_references(spec, train, store, dataset_version, model)
-    policy = promote or train.promote  # the nightly gate passes "never" and promotes after evaluation
-    promote = policy == "always" or (policy == "first" and not store.exists("models", spec.name, "production.json"))
+    promote = _promotes(store, spec, train, promote)
     ref = _publish_model(store, spec, train, model, metrics, dataset_version, run_name, state, seconds, n_rows, final,
                          probe.num_parameters(), promote, progress, references)
     store.delete("checkpoints", spec.name, "_active.json")  # published: the next `aigc train` starts a new run
@@ -268,6 +304,29 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
         store.delete("checkpoints", spec.name, run_name)
     return TrainResult(ref, int(state["step"]), int(state["epoch"]), seconds,
                        float(epoch_rows["samples_per_second"].mean()), final, promote)
+
+
+def _promotes(store: Store, spec: ModelSpec, train: TrainSpec, promote: str | None) -> bool:
+    """Whether a new version becomes production at once (the nightly gate passes "never" and promotes after
+    evaluation)."""
+    policy = promote or train.promote
+    return policy == "always" or (policy == "first" and not store.exists("models", spec.name, "production.json"))
+
+
+def _register_as_is(spec: ModelSpec, train: TrainSpec, store: Store, dataset_version: str,
+                    model: aigc_models.GenerativeModel, n_rows: int, started: float, promote: str | None) -> TrainResult:
+    """``finetune: false``: a pretrained model's weights become a version as they are. Nothing is trained, but
+    the version is registered like a trained one (weights in our checkpoint format, a card with its output
+    shape, samples, quality references from the curated data), so evaluation, promotion, generation and
+    ``aigc regenerate`` treat both alike. Zero steps and no metrics file say that it was not trained."""
+    model.eval()
+    references = _quality_references(spec, train, store, dataset_version, model)
+    promoted = _promotes(store, spec, train, promote)
+    seconds = time.time() - started
+    ref = _publish_model(store, spec, train, model, None, dataset_version, None, {"step": 0, "epoch": 0}, seconds,
+                         n_rows, {}, model.num_parameters(), promoted, [], references)
+    print(f"[{spec.name}] registered {ref.version}: the pretrained weights as they are (finetune: false)", flush=True)
+    return TrainResult(ref, 0, 0, seconds, 0.0, {}, promoted, used_as_is=True)
 
 
 # TrainSpec fields that change the weights a run produces (the rest is bookkeeping, placement or logging).
@@ -279,7 +338,10 @@ def spec_fingerprint(spec: ModelSpec, train: TrainSpec) -> str:
     """What the model entry and the train section ask for, as a hash: recorded in the card, so the nightly
     flow can tell that production was trained with another config."""
     shaping = {k: getattr(train, k) for k in SHAPING_TRAIN_FIELDS}
-    return hashlib.sha256(json.dumps([spec.model_dump(mode="json"), shaping], sort_keys=True).encode()).hexdigest()[:16]
+    entry = spec.model_dump(mode="json")
+    if entry.get("finetune") is True:  # the default: left out, so versions trained before the key existed still match
+        del entry["finetune"]
+    return hashlib.sha256(json.dumps([entry, shaping], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def retrain_reason(store: Store, spec: ModelSpec, train: TrainSpec, dataset_version: str, run_date: str) -> str | None:
@@ -301,7 +363,7 @@ def retrain_reason(store: Store, spec: ModelSpec, train: TrainSpec, dataset_vers
 
 
 def _publish_model(store: Store, spec: ModelSpec, train: TrainSpec, model: aigc_models.GenerativeModel,
-                   metrics: pd.DataFrame, dataset_version: str, run_name: str, state: dict, seconds: float,
+                   metrics: pd.DataFrame | None, dataset_version: str, run_name: str | None, state: dict, seconds: float,
                    n_rows: int, final: dict[str, float], n_params: int, promote: bool,
                    progress: list[dict], references: tuple[dict[str, bytes], dict[str, Any]] | None) -> registry.ModelRef:
     with tempfile.TemporaryDirectory() as d:
@@ -309,11 +371,12 @@ def _publish_model(store: Store, spec: ModelSpec, train: TrainSpec, model: aigc_
         sha = aigc_models.save(model, weights, extra={"model_name": spec.name, "dataset_version": dataset_version})
         files = {"model.safetensors": open(weights, "rb").read()}
     version = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{sha[:8]}"
-    buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(metrics, preserve_index=False), buf)
-    files["metrics.parquet"] = buf.getvalue()
+    if metrics is not None:  # None: used as is, nothing was trained
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(metrics, preserve_index=False), buf)
+        files["metrics.parquet"] = buf.getvalue()
+        files["loss_curve.png"] = _loss_curve(metrics, spec.name)
     files.update(_samples(model, train.sample_grid))
-    files["loss_curve.png"] = _loss_curve(metrics, spec.name)
     files.update(_samples_by_epoch(progress))
     if references:
         files.update(references[0])
@@ -322,12 +385,15 @@ def _publish_model(store: Store, spec: ModelSpec, train: TrainSpec, model: aigc_
         "config": dataclasses.asdict(model.config), "parameters": n_params,
         "dataset_version": dataset_version, "train_rows": n_rows,
         "steps": int(state["step"]), "epochs": int(state["epoch"]), "wall_seconds": round(seconds, 2),
-        "samples_per_second": round(float(metrics.loc[metrics["scope"] == "epoch", "samples_per_second"].mean()), 2),
+        "samples_per_second": None if metrics is None else
+        round(float(metrics.loc[metrics["scope"] == "epoch", "samples_per_second"].mean()), 2),
         "final_metrics": final, "checkpoint_sha256": sha, "ray_train_run": run_name,
         "num_workers": train.num_workers, "use_gpu": train.use_gpu, "sampler_defaults": model.sampler_defaults(),
         "code_version": _code_version(), "created_at": datetime.now(timezone.utc).isoformat(),
         "resumed_from": state.get("resumed_from"), "workers": state.get("workers", []),
         "quality": references[1] if references else None, "spec_fingerprint": spec_fingerprint(spec, train),
+        "output_shape": list(model.output_shape) if model.modality == "image" else None,  # (H, W, C): what jobs read
+        "used_as_is": not spec.finetune,
     }
     return registry.register(store, spec.name, version, files, card, promote=promote)
 

@@ -30,8 +30,11 @@ examples:
 --set takes dotted keys into the YAML (list items by index) and YAML values:
   --set train.num_workers=4  --set models.0.epochs=20  --set ray.address=ray://head:10001
 
-Ray: a local instance by default; --ray-address auto|ray://head:10001 (or ray.address, RAY_ADDRESS) joins a cluster.
-Prefect: a temporary local server by default; set PREFECT_API_URL to use yours.
+Ray: a new local instance by default, even where `ray start` runs; --ray-address auto (the cluster this machine
+  runs), HOST:PORT or ray://head:10001 (or ray.address, RAY_ADDRESS) joins a cluster. What a stage asks for is
+  checked against the cluster's nodes first: a pool or worker group that cannot fit fails at once, naming the key.
+Prefect: a temporary local server by default (its first start on a machine creates its database: a minute or
+  more); set PREFECT_API_URL to use yours.
 """
 
 
@@ -165,11 +168,19 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from the local server
+    from .prefect_api import PrefectUnavailable, start_prefect_api
+
+    prefect_ready = start_prefect_api()  # in the background: Ray starts meanwhile
     if args.command == "serve":
         from prefect import serve
 
         from .schedule import build_deployment
 
+        try:
+            prefect_ready()
+        except PrefectUnavailable as exc:
+            print(f"aigc: serve failed: {exc}", file=sys.stderr)
+            return 1
         print(f"serving '{cfg.name}' nightly on cron '{cfg.schedule.cron}' ({cfg.schedule.timezone}); Ctrl-C stops")
         serve(build_deployment(cfg))
         return 0
@@ -178,9 +189,21 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
+    from jobs.ray_runtime import ensure_ray
+
     config = as_dict(cfg)
     ray_was_running = ray.is_initialized()  # a caller's Ray (tests, notebooks) is left running
     started = time.time()
+    try:  # here, not in the first task: a cluster that cannot be joined fails at once, without task retries
+        ensure_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.listen, cfg.ray.dashboard, cfg.ray.autoscaling)
+        prefect_ready()
+    except Exception as exc:
+        if args.traceback:
+            traceback.print_exc()
+        print(f"aigc: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if not ray_was_running and ray.is_initialized():
+            ray.shutdown()
+        return 1
     runners: dict[str, Callable[[], Any]] = {
         "preprocess": lambda: flows.preprocess_flow(config),
         "train": lambda: flows.train_flow(config, args.model, args.dataset_version, args.fresh),

@@ -13,6 +13,8 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+import aigc_models
+
 from jobs.specs import (NAME_RE, GateSpec, GenerateSpec, MixSpec, SecuritySpec, ModelSpec, PreprocessSpec, RaySpec, ScheduleSpec, Source,
                         Strict, TrainSpec)
 
@@ -78,6 +80,32 @@ class PipelineConfig(Strict):
         for i, req in enumerate(self.generate.requests):
             if req.model not in names:
                 raise _KeyError(f"generate.requests.{i}.model", f"no model named {req.model!r} in models ({', '.join(names) or 'none'})")
+        return self
+
+    @model_validator(mode="after")
+    def _images_fit_pretrained_models(self) -> "PipelineConfig":
+        """A pretrained image model's weights fix its image shape (a U-Net's ``sample_size`` and channels), so
+        preprocessing must make images of that shape: checked here, before any work, whenever the model's
+        directory can be read (training checks the curated data itself again)."""
+        for i, m in enumerate(self.models):
+            fixed = getattr(aigc_models.FAMILIES[m.family], "fixed_output_shape", None)
+            try:
+                shape = fixed(m.hyperparameters) if fixed else None
+            except (ValueError, OSError, KeyError) as exc:  # an unreadable or unusable saved config
+                raise _KeyError(f"models.{i}.path", f"{type(exc).__name__}: {exc}") from None
+            if shape is None:
+                continue
+            h, w, c = shape
+            what = f"model {m.name} ({m.family}), which makes {h}x{w} images with {c} channel{'s' if c > 1 else ''}"
+            if h != w:
+                raise _KeyError(f"models.{i}.path", f"model {m.name} ({m.family}) makes {h}x{w} images; preprocessing makes "
+                                                    "square images only")
+            if h != self.preprocess.resolution:
+                raise _KeyError("preprocess.resolution", f"{self.preprocess.resolution} does not fit {what}: "
+                                                         f"set preprocess.resolution: {h}")
+            if c != self.preprocess.channels:
+                raise _KeyError("preprocess.channels", f"{self.preprocess.channels} does not fit {what}: "
+                                                       f"set preprocess.channels: {c}")
         return self
 
     def model(self, name: str) -> ModelSpec:

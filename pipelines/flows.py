@@ -38,7 +38,7 @@ from .report import headline, write_report
 
 def _setup(config: dict[str, Any]) -> tuple[PipelineConfig, Store]:
     cfg = validate(config)
-    ensure_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.listen, cfg.ray.dashboard)
+    ensure_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.listen, cfg.ray.dashboard, cfg.ray.autoscaling)
     return cfg, Store(cfg.output)
 
 

@@ -28,8 +28,9 @@ def train_lines(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
     out = []
     for r in results:
         m = r["model"]
-        out.append((f"model {m['name']}", f"{m['version']}: {r['steps']:,} steps, {r['epochs']} epochs, "
-                    f"{r['seconds']:.1f}s, {r['samples_per_second']:.0f} samples/s"
+        done = (f"pretrained weights used as they are (finetune: false), {r['seconds']:.1f}s" if r.get("used_as_is")
+                else f"{r['steps']:,} steps, {r['epochs']} epochs, {r['seconds']:.1f}s, {r['samples_per_second']:.0f} samples/s")
+        out.append((f"model {m['name']}", f"{m['version']}: {done}"
                     f"{' (production)' if r.get('promoted') else ' (not promoted: `aigc promote` decides)'}  {m['path']}"))
     return out
 
@@ -65,6 +66,10 @@ def models_lines(models: list[dict[str, Any]]) -> list[tuple[str, str]]:
         t = m["train"]
         verdict = "promoted to production" if m["promoted"] else \
             f"NOT promoted ({'; '.join(m['promotion_failures'])}); production stays {m['version']}"
+        if t.get("used_as_is"):
+            out.append((f"model {m['name']}", f"registered {m['candidate']} ({m['decision']}): pretrained weights used "
+                        f"as they are (finetune: false), {t['seconds']:.1f}s; {verdict}"))
+            continue
         out.append((f"model {m['name']}", f"trained {m['candidate']} ({m['decision']}): {t['steps']:,} steps, "
                     f"{t['seconds']:.1f}s, {t['samples_per_second']:.0f} samples/s; {verdict}"))
     return out

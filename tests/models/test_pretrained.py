@@ -59,6 +59,7 @@ def test_hf_causal_lm_samples_seeded_batched_and_round_trips(hf_lm_dir, tmp_path
 def test_hf_diffusion_samples_per_row_and_fine_tunes(hf_unet_dir):
     model = aigc_models.build("hf_diffusion", {"path": str(hf_unet_dir)})
     assert model.config.classes == ["0", "1", "2"]
+    assert model.output_shape == (16, 16, 1) == aigc_models.HFDiffusion.fixed_output_shape({"path": str(hf_unet_dir)})
     images = model.sample(["0", "2", "1"], [5, 6, 7], steps=4)
     assert all(i.shape == (16, 16, 1) and i.dtype == np.uint8 for i in images)
     assert np.array_equal(model.sample(["2"], [6], steps=4)[0], images[1])
@@ -76,3 +77,13 @@ def test_missing_or_remote_paths_are_refused_without_a_download(tmp_path):
             aigc_models.build(family, {"path": "gpt2"})  # a hub id is not a directory: never fetched
         with pytest.raises(ValueError, match="must be a local directory"):
             aigc_models.build(family, {"path": str(tmp_path / "missing")})
+
+
+def test_hf_diffusion_refuses_a_unet_that_cannot_make_l_or_rgb_images(tmp_path):
+    from diffusers import UNet2DModel
+
+    UNet2DModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8,), norm_num_groups=4,
+                down_block_types=("DownBlock2D",), up_block_types=("UpBlock2D",), layers_per_block=1,
+                ).save_pretrained(tmp_path / "unet")
+    with pytest.raises(ValueError, match="only 1 \\(L\\) or 3 \\(RGB\\)"):
+        aigc_models.HFDiffusion.fixed_output_shape({"path": str(tmp_path)})
