@@ -6,37 +6,18 @@ import pytest
 import torch
 
 import aigc_models
+from tests.pretrained_folders import save_lm, save_unet
 
 
 @pytest.fixture(scope="module")
 def hf_lm_dir(tmp_path_factory):
-    from tokenizers import Tokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    from aigc_models.text import train_bpe
-
-    path = tmp_path_factory.mktemp("hf-lm")
     corpus = ["Fresh bread every morning.", "Our ovens never sleep.", "Crème brûlée et café."] * 30
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(train_bpe(iter(corpus), 300)),
-                                  bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
-    tok.save_pretrained(path)
-    torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2,
-                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(path)
-    return path
+    return save_lm(tmp_path_factory.mktemp("hf-lm"), corpus, n_embd=32, n_layer=2)
 
 
 @pytest.fixture(scope="module")
 def hf_unet_dir(tmp_path_factory):
-    from diffusers import DDPMScheduler, UNet2DModel
-
-    path = tmp_path_factory.mktemp("hf-unet")
-    torch.manual_seed(0)
-    UNet2DModel(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(16, 32), norm_num_groups=8,
-                down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                layers_per_block=1, num_class_embeds=3).save_pretrained(path / "unet")
-    DDPMScheduler(num_train_timesteps=100).save_pretrained(path / "scheduler")
-    return path
+    return save_unet(tmp_path_factory.mktemp("hf-unet"), size=16, channels=1, classes=3, width=16, timesteps=100)
 
 
 def test_hf_causal_lm_samples_seeded_batched_and_round_trips(hf_lm_dir, tmp_path):

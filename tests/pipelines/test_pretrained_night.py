@@ -21,49 +21,22 @@ from pathlib import Path
 
 import pyarrow.dataset as pads
 import pytest
-import torch
 import yaml
 
 from tests.cli_process import cli_env, run_aigc
+from tests.pretrained_folders import save_lm, save_unet
 
 DATE = "2026-11-20"
-
-
-def _save_unet(path: Path, channels: int, classes: int) -> Path:
-    from diffusers import DDPMScheduler, UNet2DModel
-
-    torch.manual_seed(channels)
-    UNet2DModel(sample_size=8, in_channels=channels, out_channels=channels, block_out_channels=(8, 16),
-                norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
-                up_block_types=("UpBlock2D", "UpBlock2D"), layers_per_block=1,
-                num_class_embeds=classes).save_pretrained(path / "unet")
-    DDPMScheduler(num_train_timesteps=50).save_pretrained(path / "scheduler")
-    return path
-
-
-def _save_lm(path: Path) -> Path:
-    from tokenizers import Tokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    from aigc_models.text import train_bpe
-
-    corpus = ["The bakery opens at seven.", "A fresh loaf every morning.", "The ovens never sleep."] * 20
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(train_bpe(iter(corpus), 300)),
-                                  bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
-    tok.save_pretrained(path)
-    torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2,
-                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     """Local model folders, as a team would bring them: {"digits": U-Net, "faces": U-Net, "lm": LM}."""
     base = tmp_path_factory.mktemp("pretrained")
-    return {"digits": _save_unet(base / "unet-digits", channels=1, classes=10),
-            "faces": _save_unet(base / "unet-faces", channels=3, classes=2),
-            "lm": _save_lm(base / "lm")}
+    corpus = ["The bakery opens at seven.", "A fresh loaf every morning.", "The ovens never sleep."] * 20
+    return {"digits": save_unet(base / "unet-digits", size=8, channels=1, classes=10, seed=1),
+            "faces": save_unet(base / "unet-faces", size=8, channels=3, classes=2, seed=3),
+            "lm": save_lm(base / "lm", corpus, n_embd=16, n_layer=1)}
 
 
 # Small everywhere: few rows, few DDIM steps (the requests' ``steps``), one training worker, no lift.
