@@ -242,7 +242,8 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
     gpus = ray.cluster_resources().get("GPU", 0)
     needed = train.num_workers if spec.finetune else 1  # used as is: one GPU task builds the quality references
     if train.use_gpu and gpus < needed and not capacity.autoscaling():
-        raise ValueError(f"train.use_gpu is true with {needed} worker(s), but the Ray cluster has {gpus:g} GPUs")
+        raise ValueError(f"train.use_gpu is true with {needed} worker{'s' * (needed != 1)}, but the Ray cluster "
+                         f"has {gpus:g} GPUs")
     if not spec.finetune:
         return _register_as_is(spec, train, store, dataset_version, probe, n_rows, started, promote)
     epochs, batch_size = spec.epochs or train.epochs, spec.batch_size or train.batch_size
