@@ -175,11 +175,13 @@ def check_data_fits_model(spec: ModelSpec, model: aigc_models.GenerativeModel, s
         if key in pinned and key in manifest and int(pinned[key]) != int(manifest[key]):
             raise ValueError(f"model {spec.name}: {key} {pinned[key]} does not match the curated data's {manifest[key]} "
                              f"(dataset {dataset_version}); set preprocess.{key} or drop the model's '{key}'")
-    if "classes" in pinned and pinned["classes"] is not None:
-        outside = [c for c in classes if c not in {str(x) for x in pinned["classes"]}]
-        if outside:
-            raise ValueError(f"model {spec.name}: the curated data has labels outside the model's classes: "
-                             f"{', '.join(outside[:10])}{' ...' if len(outside) > 10 else ''} (dataset {dataset_version})")
+    named = [str(x) for x in getattr(model.config, "classes", None) or pinned.get("classes") or []]  # pinned or weights'
+    outside = [l for l in classes if l not in named]
+    if named and outside:
+        raise ValueError(f"model {spec.name}: the curated data has labels outside the model's classes: "
+                         f"{', '.join(outside[:10])}{' ...' if len(outside) > 10 else ''} (dataset {dataset_version}; "
+                         f"the model's classes are {', '.join(named[:10])}{' ...' if len(named) > 10 else ''}: name its "
+                         "class indices with the model's 'classes', or pick sources with the model's 'sources')")
     if model.modality != "image":
         return
     r, ch = manifest.get("resolution"), manifest.get("channels")
@@ -189,13 +191,6 @@ def check_data_fits_model(spec: ModelSpec, model: aigc_models.GenerativeModel, s
         raise ValueError(f"preprocess.{key}: the curated data (dataset {dataset_version}) has {r}x{r} images with {ch} "
                          f"channel(s), model {spec.name} ({spec.family}) takes {h}x{w} with {c}; set preprocess.{key}: "
                          f"{want} and preprocess again")
-    named = [str(x) for x in getattr(model.config, "classes", None) or []]
-    outside = [l for l in classes if l not in named]
-    if named and outside:
-        raise ValueError(f"model {spec.name}: the curated data has labels outside the model's classes: "
-                         f"{', '.join(outside[:10])}{' ...' if len(outside) > 10 else ''} (dataset {dataset_version}; "
-                         f"the model's classes are {', '.join(named[:10])}{' ...' if len(named) > 10 else ''}: name its "
-                         "class indices with the model's 'classes', or pick sources with the model's 'sources')")
 
 
 def _run_name(store: Store, spec: ModelSpec, fingerprint: str, fresh: bool) -> tuple[str, bool]:
