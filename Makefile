@@ -10,13 +10,17 @@ install: $(STAMP)
 
 # Constraints pin the CPU build of torch on this kind of machine and versions known to work together;
 # pyproject.toml keeps open ranges for users elsewhere.
+# pip's own chatter (this machine's pip config names wheel folders that may not exist: a warning per package)
+# goes to .venv/install.log; a failed install shows its last lines.
 $(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,pretrained]"
-	touch $(STAMP)
+	@echo "installing into $(VENV) (a few minutes the first time; pip's log: $(VENV)/install.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -c constraints.txt -e ".[test,pretrained]" > $(VENV)/install.log 2>&1 || \
+	  { tail -n 40 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
+	@touch $(STAMP)
 
 demo: install
-	$(BIN)/aigc nightly --config configs/demo.yaml
+	@$(BIN)/aigc nightly --config configs/demo.yaml
 
 # The whole suite, the reliability suite's heavier variants included (CI runs this).
 test: install chromium

@@ -39,7 +39,7 @@ def main() -> None:
     p.add_argument("--model", help="only rows of this model (default: every image row with a digit label)")
     p.add_argument("--json", default="benchmarks/results/digit_recognition.json")
     args = p.parse_args()
-    df = pads.dataset(Path(args.root) / "generated" / f"run_date={args.date}", format="parquet").to_table(
+    df = pads.dataset(Path(args.root) / "generated" / f"date={args.date}", format="parquet").to_table(
         columns=["modality", "label", "image", "model_name", "model_version"]).to_pandas()
     df = df[(df.modality == "image") & df.label.str.fullmatch(r"\d")]
     if args.model:

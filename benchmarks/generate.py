@@ -123,12 +123,12 @@ def mode_pipeline(root: str, model: str, rows: int, config: str) -> dict:
     result = run_generation(spec, store, DATE, "benchmark")
     wall = time.time() - started
     peak = _peak_mb()  # the driver's own peak, before this script reads the rows back to compare them
-    t = pads.dataset(store.path("generated", f"run_date={DATE}"), format="parquet").to_table(columns=["id", "content_sha256"])
+    t = pads.dataset(store.path("generated", f"date={DATE}"), format="parquet").to_table(columns=["id", "content_sha256"])
     content = hashlib.sha256("".join(f"{k}{v}" for k, v in sorted(zip(t.column("id").to_pylist(),
                                                                          t.column("content_sha256").to_pylist()))).encode()).hexdigest()
     files = result.manifest["files"]
-    store.delete("generated", f"run_date={DATE}")
-    store.delete("generated/_manifests", f"run_date={DATE}.json")
+    store.delete("generated", f"date={DATE}")
+    store.delete("manifests/generated", f"{DATE}.json")
     return {"rows": result.rows, "seconds": result.manifest["timings"]["generate_seconds"], "wall_seconds": wall,
             "content": content, "files": len(files), "largest_file_mb": max(f["bytes"] for f in files) / 2**20,
             "driver_peak_rss_mb": peak}

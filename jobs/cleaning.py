@@ -106,8 +106,10 @@ def _fit(im: Image.Image, size: int, policy: str, background: int) -> Image.Imag
 
 def normalise_text(text: object, opts: PreprocessSpec) -> str:
     """Raw text -> cleaned text, or ``Reject``."""
-    if not isinstance(text, str):
+    if text is None:
         raise Reject("empty", "no text")
+    if not isinstance(text, str):
+        raise Reject("wrong_type", f"{type(text).__name__}, not text")
     cleaned = " ".join(CONTROL.sub(" ", unicodedata.normalize("NFC", text)).split())
     if not cleaned:
         raise Reject("empty", "only whitespace or control characters")

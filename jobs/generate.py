@@ -1,4 +1,4 @@
-"""Batch generation on Ray Data, published atomically as ``ROOT/generated/run_date=YYYY-MM-DD/``.
+"""Batch generation on Ray Data, published atomically as ``ROOT/generated/date=YYYY-MM-DD/`` (``jobs.layout``).
 
 The pipeline: request *cells* (one per request x label or prompt, held on the driver) -> rows expanded from
 index ranges inside Ray tasks -> ``Generator`` actors (the models, on GPUs with ``use_gpu``) -> ``Finisher``
@@ -9,7 +9,7 @@ Reproducibility: a row's id and seed come from (run date, request id, sample ind
 sampled on its own, so its bytes never depend on batch size, actor count or row order.
 
 Nothing is dropped: rows whose sampling raises and rows a filter refuses land in
-``ROOT/generated/_rejected/run_date=.../`` with a reason code; the manifest checks that
+``ROOT/rejects/generated/date=.../`` with a reason code; the manifest checks that
 generated = published + rejected. With ``filters.top_up`` the job samples replacements for the refused rows
 (each cell's extra indices continue a sequence of its own) until every cell has its count, for at most
 ``top_up_rounds`` rounds.
@@ -41,6 +41,7 @@ import ray
 
 from . import capacity, faults, provenance, quality, registry, request_table, schema
 from .images import encode_png
+from . import layout, progress
 from .publish import publish, resumable_staging
 from .specs import ErrorBudgetExceeded, FilterSpec, GenerateSpec, RequestSpec, check_error_budget
 from .storage import Store
@@ -386,6 +387,17 @@ class _Staging:
             out.update(pq.read_table(f, columns=["id"], filesystem=self.store.fs).column("id").to_pylist())
         return frozenset(out)
 
+    def rows(self) -> int:
+        """Accepted rows written so far (Parquet footers only): the progress of the night."""
+        total = 0
+        for f in self.files():
+            if ".tmp-" not in f:
+                try:
+                    total += pq.read_metadata(f, filesystem=self.store.fs).num_rows
+                except Exception:  # still being written
+                    continue
+        return total
+
     def accepted_per_cell(self) -> Counter:
         counts: Counter = Counter()
         for f in self.files():
@@ -453,13 +465,13 @@ def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: st
     pools = size_pools(spec)  # before any work: a night the cluster cannot hold fails now, naming the key
     cells = cells.sort_values("model_name", kind="stable").reset_index(drop=True)  # blocks of one model
     key = _fingerprint(run_date, cells, models, spec.filters, briefs, spec.use_gpu)
-    partition = f"run_date={run_date}"
+    partition = layout.night(run_date)
     run_id = f"{run_name}:{run_date}:{key[:8]}"
-    done_before = None if force else published_unchanged(store, partition, key, run_id)
+    done_before = None if force else published_unchanged(store, run_date, key, run_id)
     if done_before is not None:
-        print(f"[generate] {partition} is already published from the same requests, models and settings: "
-              "nothing to regenerate (--refresh regenerates it)", flush=True)
-        return GenerateResult(run_date, run_id, store.display("generated", partition), done_before["rows"],
+        progress.say(f"[generate] {partition} is already published from the same requests, models and settings: "
+                     "nothing to regenerate (--refresh regenerates it)")
+        return GenerateResult(run_date, run_id, store.display(layout.generated(run_date)), done_before["rows"],
                               done_before["rejected"], done_before["by_modality"], time.time() - started, 0.0,
                               done_before, None, reused=True)
     staging_path, resumed = resumable_staging(store, "generated", partition, key[:16])
@@ -475,22 +487,11 @@ def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: st
     done = staging.ids() if resumed else frozenset()
     if resume is not None:
         resume["rows_found"] = len(done)
-        print(f"[generate] resuming {partition}: {len(done)} rows already written in {store.display(staging_path)}", flush=True)
-    _run_pipeline(cells, done, spec, store, staging_path, run, briefs, per_row, pools)
+        progress.say(f"[generate] resuming {partition}: {len(done)} rows already written in {store.display(staging_path)}")
     generated, rounds = int(cells["n"].sum()), []
-    if spec.filters.enabled and spec.filters.top_up:
-        plans = staging.plans()
-        for r in range(spec.filters.top_up_rounds):
-            if r == len(plans):
-                plan = _top_up_plan(cells, staging.accepted_per_cell(), plans)
-                if not plan:
-                    break
-                plans.append(plan)
-                staging.save_plans(plans)  # before the work: a resumed night replays the same plan
-            extra = _plan_cells(cells, plans[r])
-            generated += int(extra["n"].sum())
-            _run_pipeline(extra, staging.ids(), spec, store, staging_path, run, briefs, per_row, pools)
-            rounds.append(int(extra["n"].sum()))
+    with progress.watch("generate", generated, "rows", staging.rows, every=2.0 if store.is_local else 10.0):
+        _generate_all(cells, done, spec, store, staging, staging_path, run, briefs, per_row, pools, rounds)
+    generated += sum(rounds)
     gen_seconds = time.time() - gen_started
     manifest = _manifest(store, staging, cells, run, generated, gen_seconds, rounds, resume, spec.filters)
     if manifest["rows"] + manifest["rejected"] != generated:
@@ -505,42 +506,63 @@ def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: st
         store.delete(staging.progress)
         raise
     seconds = time.time() - started
-    result = GenerateResult(run_date, run["run_id"], store.display("generated", partition), manifest["rows"],
+    result = GenerateResult(run_date, run["run_id"], store.display(layout.generated(run_date)), manifest["rows"],
                             manifest["rejected"], manifest["by_modality"], seconds, generated / max(gen_seconds, 1e-9),
                             manifest, staging_path)
     return publish_generation(store, result) if publish_now else result
 
 
-def published_unchanged(store: Store, partition: str, key: str, run_id: str) -> dict[str, Any] | None:
-    """The manifest of ``partition`` when it was published from the work fingerprinted ``key`` and its files
-    are all still there at their recorded sizes; else None (generate it)."""
-    if not store.exists("generated/_manifests", f"{partition}.json"):
+def _generate_all(cells: pd.DataFrame, done: frozenset, spec: GenerateSpec, store: Store, staging: "_Staging",
+                  staging_path: str, run: dict[str, Any], briefs: pa.Table | None, per_row: int, pools: "Pools",
+                  rounds: list[int]) -> None:
+    """The first pass, then (with ``filters.top_up``) replacement rounds; ``rounds`` gets each round's rows."""
+    _run_pipeline(cells, done, spec, store, staging_path, run, briefs, per_row, pools)
+    if not (spec.filters.enabled and spec.filters.top_up):
+        return
+    plans = staging.plans()
+    for r in range(spec.filters.top_up_rounds):
+        if r == len(plans):
+            plan = _top_up_plan(cells, staging.accepted_per_cell(), plans)
+            if not plan:
+                break
+            plans.append(plan)
+            staging.save_plans(plans)  # before the work: a resumed night replays the same plan
+        extra = _plan_cells(cells, plans[r])
+        _run_pipeline(extra, staging.ids(), spec, store, staging_path, run, briefs, per_row, pools)
+        rounds.append(int(extra["n"].sum()))
+
+
+def published_unchanged(store: Store, run_date: str, key: str, run_id: str) -> dict[str, Any] | None:
+    """The manifest of the night ``run_date`` when it was published from the work fingerprinted ``key`` and
+    its files are all still there at their recorded sizes; else None (generate it)."""
+    if not store.exists(layout.generated_manifest(run_date)):
         return None
-    manifest = store.read_json("generated/_manifests", f"{partition}.json")
+    partition = layout.generated(run_date)
+    manifest = store.read_json(layout.generated_manifest(run_date))
     if manifest.get("fingerprint") != key or manifest.get("run_id") != run_id:
         return None
     listed = {f["path"]: f["bytes"] for f in manifest["files"]}
-    infos = store.fs.get_file_info([store.path("generated", partition, p) for p in listed])
+    infos = store.fs.get_file_info([store.path(partition, p) for p in listed])
     if any(i.size != size for i, size in zip(infos, listed.values())):
         return None
-    present = {f[len(store.path("generated", partition)) + 1:] for f in store.files("generated", partition, suffix=".parquet")}
+    present = {f[len(store.path(partition)) + 1:] for f in store.files(partition, suffix=".parquet")}
     return manifest if present == set(listed) else None
 
 
 def publish_generation(store: Store, result: GenerateResult, extra: dict[str, Any] | None = None) -> GenerateResult:
     """Makes a staged night visible: its rejects, then its rows, then its manifest (with ``extra`` sections such
     as the gate's figures). Earlier partitions are never touched; the same date is replaced whole."""
-    partition = f"run_date={result.run_date}"
+    partition = layout.night(result.run_date)
     staging_path = result.staging
     if staging_path is None:
         raise ValueError(f"{partition} is already published")
     if store.exists(staging_path, "_rejected"):
-        publish(store, f"{staging_path}/_rejected", "generated/_rejected", partition)
+        publish(store, f"{staging_path}/_rejected", "rejects/generated", partition)
     else:
-        store.delete("generated/_rejected", partition)  # a re-run without rejects leaves none behind
-    publish(store, staging_path, "generated", partition)
+        store.delete(layout.generated_rejects(result.run_date))  # a re-run without rejects leaves none behind
+    publish(store, staging_path, layout.GENERATED, partition)
     manifest = {**result.manifest, **(extra or {})}
-    store.write_json(manifest, "generated/_manifests", f"{partition}.json")
+    store.write_json(manifest, layout.generated_manifest(result.run_date))
     store.delete(f"{staging_path}.progress.json")
     return dataclasses.replace(result, manifest=manifest, staging=None)
 
@@ -627,8 +649,8 @@ def size_pools(spec: GenerateSpec) -> Pools:
     g = capacity.largest_fitting(glo, ghi, lambda n: demands(n, elo), nodes)
     e = capacity.largest_fitting(elo, ehi, lambda n: demands(g, n), nodes)
     if (g, e) != (ghi, ehi):
-        print(f"[generate] the cluster fits {g} Generator and {e} Finisher actors (the config allows up to {ghi} "
-              f"and {ehi}): using {g} and {e}", flush=True)
+        progress.say(f"[generate] the cluster fits {g} Generator and {e} Finisher actors (the config allows up to {ghi} "
+                     f"and {ehi}): using {g} and {e}")
     return (glo, g, g), (elo, e, e)
 
 

@@ -2,8 +2,8 @@
 into one Parquet dataset for a classifier's training loop and published whole as ``ROOT/augmented/<mix_version>/``.
 
 Inputs: the real rows of the curated split(s) (``train`` by default; ``val`` is the held-out split, see
-``MixSpec``) and the synthetic rows of the published partitions ``ROOT/generated/run_date=D/`` (never
-``_rejected``). ``synthetic_ratio`` is the share of synthetic rows; ``balance: per_label`` gives every label the
+``MixSpec``) and the synthetic rows of the published partitions ``ROOT/generated/date=D/`` (never the
+refused rows under ``ROOT/rejects/``). ``synthetic_ratio`` is the share of synthetic rows; ``balance: per_label`` gives every label the
 same number of rows, as many as the scarcest label allows at that ratio; ``max_rows`` caps the total.
 
 Determinism: within its pool (and label), a row is picked when its hash of (seed, id) is among the smallest, so
@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from . import schema
+from . import layout, schema
 from .preprocess import label_key, resolve_dataset_version
 from .publish import discard, publish, staging_dir
 from .specs import MixSpec
@@ -90,18 +90,16 @@ def build_mixture(spec: MixSpec, store: Store, dates: list[str] | None = None) -
         raise MixError(f"augment.dataset_version: {exc}") from None
     run_dates = _resolve_dates(store, dates or spec.dates)
     splits = ["train", "val"] if spec.split == "all" else [spec.split]
-    real_files = {s: store.files("curated", curated, s, suffix=".parquet") for s in splits}
-    synthetic_files = {d: [f for f in store.files("generated", f"run_date={d}", suffix=".parquet")
-                           if not f[len(store.path("generated", f"run_date={d}")) + 1:].startswith("_")]
-                       for d in run_dates}
+    real_files = {s: store.files(layout.curated(curated), s, suffix=".parquet") for s in splits}
+    synthetic_files = {d: store.files(layout.generated(d), suffix=".parquet") for d in run_dates}
     sizes = _sizes(store, [f for fs in synthetic_files.values() for f in fs] + [f for fs in real_files.values() for f in fs])
     settings = {**spec.model_dump(), "dates": run_dates, "dataset_version": curated}
     generated = {d: [[f.rsplit("/", 1)[1], sizes[f]] for f in fs] for d, fs in synthetic_files.items()}
     mix_version = hashlib.sha256(json.dumps({"format": MIX_FORMAT, "schema": schema.SCHEMA_VERSION, "curated": curated,
                                              "generated": generated, "spec": settings}, sort_keys=True).encode()).hexdigest()[:12]
-    target = f"augmented/{mix_version}"
-    if store.exists(target, "_manifest.json"):
-        manifest = store.read_json(target, "_manifest.json")
+    target = layout.augmented(mix_version)
+    if layout.published(store, layout.AUGMENTED, mix_version):
+        manifest = store.read_json(layout.manifest(layout.AUGMENTED, mix_version))
         return MixResult(mix_version, store.display(target), manifest["counts"], manifest, time.time() - started, True)
 
     real = _read_pool(store, real_files, sizes, spec, synthetic=False)
@@ -109,7 +107,7 @@ def build_mixture(spec: MixSpec, store: Store, dates: list[str] | None = None) -
     _check_pools(spec, curated, real, synthetic)
     real_pick, synthetic_pick = _select(spec, real.rows, synthetic.rows)
 
-    staging = staging_dir(store, "augmented", mix_version)
+    staging = staging_dir(store, layout.AUGMENTED, mix_version)
     try:
         files = _write(store, staging, spec, curated, [(real, real_pick, False), (synthetic, synthetic_pick, True)])
         counts = _counts(real, synthetic, real_pick, synthetic_pick)
@@ -129,8 +127,8 @@ def build_mixture(spec: MixSpec, store: Store, dates: list[str] | None = None) -
             },
             "counts": counts, "files": files,
         }
-        store.write_json(manifest, staging, "_manifest.json")
-        publish(store, staging, "augmented", mix_version)
+        publish(store, staging, layout.AUGMENTED, mix_version)
+        store.write_json(manifest, layout.manifest(layout.AUGMENTED, mix_version))  # last: now it is published
     except BaseException:
         discard(store, staging)
         raise
@@ -139,20 +137,15 @@ def build_mixture(spec: MixSpec, store: Store, dates: list[str] | None = None) -
 
 # ---- inputs --------------------------------------------------------------------------------------------
 
-def published_dates(store: Store) -> list[str]:
-    """Run dates of the published generated partitions, oldest first."""
-    return sorted(n.split("=", 1)[1] for n in store.listdir("generated") if n.startswith("run_date="))
-
-
 def _resolve_dates(store: Store, dates: list[str] | None) -> list[str]:
-    published = published_dates(store)
+    published = layout.published_dates(store)
     if not dates:
         if not published:
             raise MixError(f"augment.dates: nothing generated under {store.display('generated')}; run `aigc generate` first")
         return published[-1:]
     for d in sorted(set(dates)):
         if d not in published:
-            raise MixError(f"augment.dates: no published partition run_date={d} under {store.display('generated')} "
+            raise MixError(f"augment.dates: no published night {d} under {store.display('generated')} "
                              f"(published: {', '.join(published) or 'none'})")
     return sorted(set(dates))
 
@@ -186,7 +179,7 @@ def _check_pools(spec: MixSpec, curated: str, real: _Pool, synthetic: _Pool) -> 
     """One ``MixError`` naming the setting when a pool the ratio needs has nothing to give, or when images of
     different sizes would mix (a classifier's batch needs one shape)."""
     where = {False: f"curated {curated} ({'+'.join(real.files)})",
-             True: f"generated {', '.join(f'run_date={d}' for d in synthetic.files)}"}
+             True: f"generated {', '.join(synthetic.files)}"}
     needed = [(False, real)] * (spec.synthetic_ratio < 1) + [(True, synthetic)] * (spec.synthetic_ratio > 0)
     for is_synthetic, pool in needed:
         c = pool.counts

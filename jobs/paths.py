@@ -15,6 +15,7 @@ With no roots configured every path is allowed (a laptop run reads what its user
 
 from __future__ import annotations
 
+import glob
 import os
 import posixpath
 from dataclasses import dataclass
@@ -94,3 +95,13 @@ class PathPolicy:
             return True
         except PathNotAllowed:
             return False
+
+
+def glob_root(pattern: str) -> str:
+    """The fixed leading folders of a glob (``/data/copy`` of ``/data/copy/**/*.txt``): the tree it lists."""
+    fixed = []
+    for part in pattern.split("/"):
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return "/".join(fixed) or "."

@@ -12,8 +12,9 @@ with a stable reason code. The manifest records the counts and checks ``inputs =
 The dataset version is a content hash of the accepted rows (ids and content hashes) and the
 preprocessing settings, so the same inputs always give the same version and re-running is a no-op.
 
-Layout: ``ROOT/curated/<version>/{train,val,rejects}/*.parquet`` and ``_manifest.json``;
-``ROOT/curated/_latest.json`` names the newest version.
+Layout (``jobs.layout``): ``ROOT/curated/<version>/{train,val}/*.parquet`` (the dataset root: rows only),
+``ROOT/rejects/curated/<version>/*.parquet``, ``ROOT/manifests/curated/<version>.json`` (written last: a version
+without it is not published) and ``ROOT/manifests/curated/latest.json``, which names the newest version.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from . import schema
+from . import entries, layout, schema
 from .augment import augment, copy_id
 from .cleaning import BACKGROUNDS, Reject, normalise_image, normalise_text
 from .dedup import dhash, first_of_groups, near_image_duplicates, text_key
@@ -107,6 +109,9 @@ def clean_batch(df: pd.DataFrame, spec: dict[str, Any]) -> pa.Table:
     return schema.table(out, pa.schema(fields))
 
 
+MAX_IMAGE_FILE_BYTES = 256 << 20  # a larger image file is a ``too_large`` reject, never read whole
+
+
 def _image_bytes(row: Any) -> bytes | None:
     """The unit's bytes: inline, or read from its path or URI here (in the Ray task, not on the driver)."""
     payload = schema.scalar(row.payload)
@@ -119,8 +124,9 @@ def _image_bytes(row: Any) -> bytes | None:
                 fs, inner = pafs.FileSystem.from_uri(path)
                 with fs.open_input_stream(inner) as f:
                     return f.read()
-            with open(path, "rb") as f:
-                return f.read()
+            return entries.read_regular(path, MAX_IMAGE_FILE_BYTES)  # not a FIFO put there since listing, not changing
+        except entries.Unreadable as exc:
+            raise Reject(exc.reason, exc.detail) from None
         except (OSError, ValueError) as exc:
             raise Reject("unreadable", f"{type(exc).__name__}: {exc}") from None
     return bytes(payload) if payload is not None else None
@@ -241,8 +247,11 @@ def dataset_version(keys: UnitKeys, duplicates: dict[str, str], spec: dict[str, 
     return fingerprint.hexdigest()[:12]
 
 
-def _curated_part(df: pd.DataFrame, split: str) -> pd.DataFrame:
-    return df[df["split"] == split][[f.name for f in schema.CURATED]]
+def _curated_part(table: pa.Table, split: str) -> pa.Table:
+    """The rows of ``split`` in the curated schema, with Hugging Face's feature metadata (``image`` decodes as a
+    picture in ``datasets``)."""
+    part = table.filter(pc.equal(table["split"], split)).select(schema.CURATED.names)
+    return part.cast(schema.CURATED_FILES)
 
 
 def _rejects_part(df: pd.DataFrame) -> pa.Table:
@@ -291,25 +300,25 @@ def _run(sources: list[Source], spec: PreprocessSpec, store: Store, staging: str
     check_error_budget("preprocess.max_reject_share", counts["rejected"], n_inputs, counts["by_reason"],
                        spec.max_reject_share, "inputs")
 
-    target = f"curated/{version}"
-    if store.exists(target, "_manifest.json"):
+    target = layout.curated(version)
+    if layout.published(store, layout.CURATED, version):
         _point_latest(store, version)
-        return PreprocessResult(version, store.display(target), store.read_json(target, "_manifest.json")["counts"],
+        return PreprocessResult(version, store.display(target), store.read_json(layout.manifest(layout.CURATED, version))["counts"],
                                 time.time() - start, reused=True)
 
     final = cleaned.map_batches(finalise_batch, fn_kwargs={"duplicates": duplicates, "spec": spec_dict},
                                 batch_format="pyarrow").materialize()
-    staging = staging_dir(store, "curated", version)
+    staging = staging_dir(store, layout.CURATED, version)
+    rejects = staging_dir(store, "rejects/curated", version)
     try:
         for split in ("train", "val"):
             store.makedirs(staging, split)
             if counts[split]:
-                (final.map_batches(_curated_part, fn_kwargs={"split": split}, batch_format="pandas")
+                (final.map_batches(_curated_part, fn_kwargs={"split": split}, batch_format="pyarrow")
                  .write_parquet(store.path(staging, split), filesystem=store.fs))
-        store.makedirs(staging, "rejects")
         if counts["rejected"]:
             (final.map_batches(_rejects_part, batch_format="pandas")
-             .write_parquet(store.path(staging, "rejects"), filesystem=store.fs))
+             .write_parquet(store.path(rejects), filesystem=store.fs))
         manifest = {
             "dataset_version": version,
             "schema_version": schema.SCHEMA_VERSION,
@@ -318,12 +327,15 @@ def _run(sources: list[Source], spec: PreprocessSpec, store: Store, staging: str
             "preprocess": spec_dict,
             "counts": counts,
             "labels": list(counts["by_label"]),
-            "files": [p[len(store.path(staging)) + 1:] for p in store.files(staging, suffix=".parquet")],
+            "files": [p[len(store.path(staging)) + 1:] for p in store.files(staging, suffix=".parquet")]
+                     + [f"rejects/{p[len(store.path(rejects)) + 1:]}" for p in store.files(rejects, suffix=".parquet")],
         }
-        store.write_json(manifest, staging, "_manifest.json")
-        publish(store, staging, "curated", version)
+        publish(store, rejects, "rejects/curated", version)
+        publish(store, staging, layout.CURATED, version)
+        store.write_json(manifest, layout.manifest(layout.CURATED, version))  # last: now the version is published
     except BaseException:
         discard(store, staging)
+        discard(store, rejects)
         raise
     _point_latest(store, version)
     return PreprocessResult(version, store.display(target), counts, time.time() - start, reused=False)
@@ -370,16 +382,17 @@ def label_key(label: str) -> tuple:
 
 
 def _point_latest(store: Store, version: str) -> None:
-    store.write_json({"dataset_version": version}, "curated", "_latest.json")
+    store.write_json({"dataset_version": version}, layout.CURATED_LATEST)
 
 
 def verify_curated(store: Store, version: str) -> dict[str, int]:
     """Counts the rows of the published files (Parquet footers only) and checks them against the manifest:
     train + augmented, val, rejects, and inputs = accepted + rejected. Raises ``AssertionError`` if not."""
-    counts = store.read_json("curated", version, "_manifest.json")["counts"]
-    found = {}
-    for part in ("train", "val", "rejects"):
-        found[part] = sum(pq.read_metadata(f, filesystem=store.fs).num_rows for f in store.files("curated", version, part, suffix=".parquet"))
+    counts = store.read_json(layout.manifest(layout.CURATED, version))["counts"]
+    folders = {"train": f"{layout.curated(version)}/train", "val": f"{layout.curated(version)}/val",
+               "rejects": layout.curated_rejects(version)}
+    found = {part: sum(pq.read_metadata(f, filesystem=store.fs).num_rows for f in store.files(folder, suffix=".parquet"))
+             for part, folder in folders.items()}
     expected = {"train": counts["train"] + counts.get("augmented", 0), "val": counts["val"], "rejects": counts["rejected"]}
     if found != expected or counts["inputs"] != counts["accepted"] + counts["rejected"]:
         raise AssertionError(f"curated {version}: files hold {found}, manifest says {expected} "
@@ -390,9 +403,9 @@ def verify_curated(store: Store, version: str) -> dict[str, int]:
 def resolve_dataset_version(store: Store, version: str | None = None) -> str:
     """``version`` if given (it must exist), else the latest published one."""
     if version is None:
-        if not store.exists("curated", "_latest.json"):
+        if not store.exists(layout.CURATED_LATEST):
             raise FileNotFoundError(f"no curated dataset under {store.display('curated')}; run `aigc preprocess` first")
-        version = store.read_json("curated", "_latest.json")["dataset_version"]
-    if not store.exists("curated", version, "_manifest.json"):
+        version = store.read_json(layout.CURATED_LATEST)["dataset_version"]
+    if not layout.published(store, layout.CURATED, version):
         raise FileNotFoundError(f"curated dataset {version} not found under {store.display('curated')}")
     return version

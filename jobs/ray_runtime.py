@@ -18,6 +18,8 @@ from typing import Literal
 
 import ray
 
+from . import progress
+
 from . import capacity
 
 SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -67,8 +69,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     cpus = sum(n.get("Resources", {}).get("CPU", 0) for n in nodes)
     gpus = sum(n.get("Resources", {}).get("GPU", 0) for n in nodes)
-    print(f"[ray] {where}: {len(nodes)} node{'s' * (len(nodes) != 1)}, {cpus:g} CPU, {gpus:g} GPU"
-          + (f"; dashboard {dashboard_url()}" if _dashboard_url else ""), flush=True)
+    progress.say(f"[ray] {where}: {len(nodes)} node{'s' * (len(nodes) != 1)}, {cpus:g} CPU, {gpus:g} GPU"
+                 + (f"; dashboard {dashboard_url()}" if _dashboard_url else ""))
 
 
 class RayUnavailable(RuntimeError):

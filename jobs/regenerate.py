@@ -38,8 +38,7 @@ class Regenerated:
 
 
 def find_rows(store: Store, ids: list[str]) -> Any:
-    """The published rows with these ids, from every date partition (``_rejected``, ``_manifests`` and
-    staging folders are skipped: their names start with ``_``)."""
+    """The published rows with these ids, from every night's partition (``ROOT/generated`` holds nothing else)."""
     if not store.exists("generated"):
         raise FileNotFoundError(f"nothing generated under {store.display('generated')}")
     dataset = pads.dataset(store.path("generated"), filesystem=store.fs, format="parquet")

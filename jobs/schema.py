@@ -104,6 +104,7 @@ def with_hf_features(arrow_schema: pa.Schema) -> pa.Schema:
 
 
 GENERATED = with_hf_features(GENERATED)  # datasets.load_dataset("parquet", ...) reads `image` as an Image
+CURATED_FILES = with_hf_features(CURATED)  # the curated files carry it too
 
 # generated rows that did not make it: the same columns (image/text null where sampling failed) plus why
 GENERATED_REJECTED = with_hf_features(pa.schema(list(GENERATED.remove_metadata()) + [

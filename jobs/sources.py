@@ -8,7 +8,8 @@ later accepted or rejected, never dropped, so the accounting in the manifest add
 
 Images are read lazily: a unit carries its ``path`` and the cleaning task (on Ray) reads the bytes. Folder
 trees are walked and text files read in Ray tasks too (``stage_source``), so the driver lists only the
-top level. Every file met is a unit: one that is not an image becomes a reject.
+top level. Every entry met is a unit: one that is not an image, or is not a regular file, or loops, becomes a
+reject (``jobs.entries``); nothing is followed out of the folder or opened unless it is a regular file.
 
 Built-ins use data that ships inside dependencies, never a download:
 - ``digits``: scikit-learn's 1,797 handwritten 8x8 digits (values 0..16), label = the digit.
@@ -27,7 +28,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -36,8 +37,9 @@ import pyarrow.parquet as pq
 import ray
 from PIL import Image
 
+from . import entries
 from .specs import BuiltinSource, ImageFolderSource, Source, TableSource, TextFilesSource
-from .paths import PathPolicy
+from .paths import PathPolicy, glob_root
 from .storage import Store
 
 RAW_COLUMNS = ["source", "input_ref", "modality", "label", "payload", "text", "path", "reject", "encoding",
@@ -87,9 +89,7 @@ def stage_source(source: Source, index: int, store: Store, staging: str, policy:
         groups, by_folder = _image_folder_groups(source)
         work = [(_walk_group, (source, g, starts, by_folder, policy)) for g, starts in enumerate(groups)]
     elif isinstance(source, TextFilesSource):
-        paths = sorted(p for p in glob.glob(os.path.expanduser(source.path), recursive=True) if os.path.isfile(p))
-        if not paths:
-            raise FileNotFoundError(f"text_files source: no file matches {source.path}")
+        paths = text_units(source)
         work = [(_read_text_group, (source, first, paths[first:first + FILES_PER_TASK], policy))
                 for first in range(0, len(paths), FILES_PER_TASK)]
     else:
@@ -218,13 +218,15 @@ def _image_folder_groups(source: ImageFolderSource) -> tuple[list[tuple[list[str
     root = Path(source.path).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"image_folder source: {root} is not a directory")
-    root_real = root.resolve()
+    root_real = Path(entries.real(str(root)))
     names = sorted(e.name for e in os.scandir(root))
     tops: dict[str, Path] = {}
     for name in sorted(names, key=lambda n: (os.path.islink(root / n), n)):  # real folders before links to them
         path = root / name
-        real = path.resolve()
-        if (name.startswith(".") or not path.is_dir() or real == root_real or not real.is_relative_to(root_real)
+        if name.startswith(".") or entries.bad_name(name) or entries.kind(str(path))[0] != "dir":
+            continue  # the walk of the loose entries makes these units (rejects)
+        real = Path(entries.real(str(path)))
+        if (real == root_real or not real.is_relative_to(root_real)
                 or any(real.is_relative_to(t) or t.is_relative_to(real) for t in tops.values())):
             continue
         tops[name] = real
@@ -241,40 +243,52 @@ def _walk_group(source: ImageFolderSource, group: int, walk: tuple[list[str], li
                 policy: PathPolicy = PathPolicy()) -> pd.DataFrame:
     """Every entry met is a unit. Hidden entries are ``hidden`` rejects (a hidden folder counts once);
     symlinked folders are followed once (a second visit, or a link into a folder another walk lists, is a
-    ``symlink_loop`` reject); links leading out of the folder are ``symlink_outside`` rejects unless
-    ``follow_symlinks_outside``. Runs in a Ray task."""
+    ``symlink_loop`` reject, as is a link that leads back to itself); links leading out of the folder are
+    ``symlink_outside`` rejects unless ``follow_symlinks_outside``; FIFOs, sockets, devices, dangling links
+    and odd names are rejects too (``jobs.entries``). Runs in a Ray task."""
     names, others = walk
     root = Path(source.path).expanduser()
-    root_real = root.resolve()
+    root_real = Path(entries.real(str(root)))
     elsewhere = [Path(o) for o in others]
     visited, rows = {root_real}, []
 
-    def unit(path: Path, reject: str | None = None) -> None:
-        rows.append({"input_ref": str(path.relative_to(root)), "path": str(path), "reject": reject})
+    def unit(path: Path, reject: str | None = None, readable: bool = True) -> None:
+        rows.append({"input_ref": entries.shown(str(path.relative_to(root))), "path": str(path) if readable else None,
+                     "reject": reject})
 
     stack = [(root, sorted(names, reverse=True))]
     while stack:
-        folder, entries = stack.pop()
-        for name in entries:
+        folder, listing = stack.pop()
+        for name in listing:
             path = folder / name
+            odd = entries.bad_name(name)
+            if odd:
+                unit(path, odd, readable=False)
+                continue
             if name.startswith("."):
                 unit(path, "hidden:hidden file or folder, skipped")
                 continue
-            real = path.resolve()
+            real = Path(entries.real(str(path)))
             if path.is_symlink() and not real.is_relative_to(root_real) and not source.follow_symlinks_outside:
-                unit(path, f"symlink_outside:link leads outside the folder to {real}")
+                unit(path, f"symlink_outside:link leads outside the folder to {entries.shown(str(real))}")
                 continue
             if policy.restricted and not policy.allows(str(real)):  # not even listed, let alone read
                 unit(path, f"path_not_allowed:{real} is outside security.allowed_roots")
                 continue
-            if path.is_dir():
+            what, why = entries.kind(str(path))
+            if what == "reject":
+                unit(path, why)
+            elif what == "dir":
                 if real in visited or any(real.is_relative_to(o) or o.is_relative_to(real) for o in elsewhere):
-                    unit(path, f"symlink_loop:{real} was already visited")
+                    unit(path, f"symlink_loop:{entries.shown(str(real))} was already visited")
+                    continue
+                try:
+                    inside = sorted((e.name for e in os.scandir(path)), reverse=True)
+                except OSError as exc:
+                    unit(path, f"unreadable:cannot list the folder: {exc.strerror}")
                     continue
                 visited.add(real)
-                stack.append((path, sorted((e.name for e in os.scandir(path)), reverse=True)))
-            elif not real.exists():
-                unit(path, "unreadable:broken symlink")
+                stack.append((path, inside))
             else:
                 unit(path, None if path.suffix.lower() in IMAGE_SUFFIXES else
                      f"unsupported_type:not an image file type: {name}")
@@ -302,20 +316,51 @@ def decode_text(data: bytes) -> tuple[str, str]:
         return data.decode("latin-1"), "latin-1"
 
 
-def _read_text_group(source: TextFilesSource, first: int, paths: list[str], policy: PathPolicy = PathPolicy()) -> pd.DataFrame:
+MAX_TEXT_FILE_BYTES = 1 << 30  # a text file larger than this is a ``too_large`` reject, never read whole
+
+
+def text_units(source: TextFilesSource) -> list[tuple[str, str | None]]:
+    """Every non-folder the glob matches, with its reject (``reason:detail``) when it is known from the
+    listing: odd names, FIFOs and sockets, loops, dangling links, links out of the glob's fixed folders, and
+    the same file reached a second time through a link."""
+    pattern = os.path.expanduser(source.path)
+    if glob.has_magic(pattern):
+        root = glob_root(pattern)
+        listed = entries.walk_glob(pattern, root) if os.path.isdir(root) else []
+        tree = entries.real(root)
+    else:
+        listed = [] if os.path.isdir(pattern) or not os.path.lexists(pattern) else [(pattern, entries.kind(pattern)[1])]
+        tree = None
+    units, seen = [], {}
+    for p, why in listed:
+        real = entries.real(p)
+        if why is None and tree and not (real == tree or real.startswith(tree.rstrip("/") + "/")):
+            why = f"symlink_outside:link leads outside {entries.shown(glob_root(pattern))} to {entries.shown(real)}"
+        if why is None and real in seen:
+            why = f"symlink_loop:the same file as {entries.shown(seen[real])}"
+        seen.setdefault(real, p)
+        units.append((p, why))
+    if not units:
+        raise FileNotFoundError(f"text_files source: no file matches {source.path}")
+    return units
+
+
+def _read_text_group(source: TextFilesSource, first: int, paths: list[tuple[str, str | None]],
+                     policy: PathPolicy = PathPolicy()) -> pd.DataFrame:
     """Reads and decodes a group of text files (in a Ray task); file ``first + i`` holds positions
     ``(first + i) * FILE_STRIDE + line``."""
     rows = []
-    for i, p in enumerate(paths):
+    for i, (p, known) in enumerate(paths):
         base = (first + i) * FILE_STRIDE
-        if policy.restricted and not policy.allows(p):
-            rows.append({"input_ref": p, "text": None, "encoding": None, "position": base,
-                         "reject": f"path_not_allowed:{os.path.realpath(p)} is outside security.allowed_roots"})
-            continue
-        try:
-            data = Path(p).read_bytes()
-        except OSError as exc:
-            rows.append({"input_ref": p, "text": None, "encoding": None, "reject": f"unreadable:{exc}", "position": base})
+        if (known or "").split(":")[0] in ("", "symlink_outside") and policy.restricted and not policy.allows(p):
+            known = f"path_not_allowed:{os.path.realpath(p)} is outside security.allowed_roots"  # the policy names it
+        if not known:
+            try:
+                data = entries.read_regular(p, MAX_TEXT_FILE_BYTES)
+            except entries.Unreadable as exc:
+                known = f"{exc.reason}:{exc.detail}"
+        if known:
+            rows.append({"input_ref": entries.shown(p), "text": None, "encoding": None, "reject": known, "position": base})
             continue
         text, encoding = decode_text(data)
         if source.per == "file":
@@ -325,7 +370,7 @@ def _read_text_group(source: TextFilesSource, first: int, paths: list[str], poli
         else:
             units = [(line, encoding) for line in text.splitlines()]
         for k, (unit_text, unit_encoding) in enumerate(units or [("", encoding)]):
-            rows.append({"input_ref": p if source.per == "file" else f"{p}:{k + 1}", "text": unit_text,
+            rows.append({"input_ref": entries.shown(p) if source.per == "file" else f"{entries.shown(p)}:{k + 1}", "text": unit_text,
                          "encoding": unit_encoding, "reject": None, "position": base + min(k, FILE_STRIDE - 1)})
     df = pd.DataFrame(rows, columns=["input_ref", "text", "encoding", "reject", "position"])
     df["modality"] = "text"
@@ -355,18 +400,45 @@ def open_table(path: str, fmt: str = "auto", what: str = "table source") -> tupl
         dataset = pads.dataset(local, filesystem=fs, format="parquet")
         return dataset.schema, dataset.to_batches(batch_size=STAGE_CHUNK)
 
-    def batches() -> Iterator[pa.RecordBatch]:
+    def reader(f: Any, invalid: list | None = None) -> Any:
+        if fmt != "csv":
+            return pajson.open_json(f)
+        on_invalid = None if invalid is None else (lambda row: invalid.append(row) or "skip")
+        return pacsv.open_csv(f, parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid))
+
+    def batches() -> Iterator[pa.RecordBatch | list]:
+        """Record batches, and after each the CSV rows that did not parse (ragged, broken quotes) as a list
+        of pyarrow's ``InvalidRow``: they become ``malformed_row`` rejects."""
+        invalid: list = []
         with fs.open_input_stream(local) as f:
-            yield from (pacsv.open_csv(f) if fmt == "csv" else pajson.open_json(f))
+            try:
+                stream = reader(f, invalid)
+            except pa.ArrowInvalid as exc:
+                if "Empty CSV file" in str(exc) or "Empty JSON file" in str(exc):
+                    return  # no rows: no units
+                raise
+            for batch in stream:
+                yield batch
+                if invalid:
+                    yield list(invalid)
+                    invalid.clear()
+        if invalid:
+            yield list(invalid)
 
     with fs.open_input_stream(local) as f:
-        first = pacsv.open_csv(f) if fmt == "csv" else pajson.open_json(f)
-        schema = first.schema
+        try:
+            schema = reader(f, []).schema
+        except pa.ArrowInvalid as exc:
+            if "Empty CSV file" not in str(exc) and "Empty JSON file" not in str(exc):
+                raise ValueError(f"{what} {path}: {exc}") from None
+            schema = pa.schema([])
     return schema, batches()
 
 
 def _table(source: TableSource, policy: PathPolicy = PathPolicy()) -> Iterator[pd.DataFrame]:
     schema, batches = open_table(source.path, source.format)
+    if not schema.names:  # an empty file: no rows, no units
+        return
     yield from _table_chunks(source, schema.names, batches, policy)
 
 
@@ -374,11 +446,17 @@ def _table_chunks(source: TableSource, columns: list[str], batches: Iterable[pa.
                   policy: PathPolicy = PathPolicy()) -> Iterator[pd.DataFrame]:
     named = [c for c in (source.image_column, source.text_column, source.label_column) if c]
     missing = [c for c in named if c not in columns]
-    if missing:
-        raise ValueError(f"table source {source.path}: no column {missing[0]!r} (has {', '.join(map(str, columns))})")
     others = [c for c in columns if c not in named]
-    offset = 0
+    offset = unparsed = 0
     for batch in batches:
+        if isinstance(batch, list):  # CSV rows that did not parse
+            yield _malformed_rows(source, batch, unparsed)
+            unparsed += len(batch)
+            continue
+        if batch.num_rows == 0:
+            continue
+        if missing:  # checked on the first row: a table with no rows has nothing to miss
+            raise ValueError(f"table source {source.path}: no column {missing[0]!r} (has {', '.join(map(str, columns))})")
         df = batch.to_pandas()
         out = pd.DataFrame({"input_ref": [f"{source.path}#{offset + i}" for i in range(len(df))]})
         offset += len(df)
@@ -386,14 +464,23 @@ def _table_chunks(source: TableSource, columns: list[str], batches: Iterable[pa.
                              else None for _, r in df.iterrows()]
         out["label"] = df[source.label_column].map(lambda v: None if pd.isna(v) else str(v)) if source.label_column else None
         out["text"] = df[source.text_column] if source.text_column else None
+        out["reject"] = None
+        if source.text_column:  # a cell of another type (a number, bytes) is a reject, not a cast error later
+            wrong = [not (c is None or isinstance(c, str) or (isinstance(c, float) and np.isnan(c))) for c in out["text"]]
+            if any(wrong):
+                out["reject"] = [f"wrong_type:{source.text_column} holds {type(c).__name__}, not text" if w else None
+                                 for c, w in zip(out["text"], wrong)]
+                out["text"] = [None if w else c for c, w in zip(out["text"], wrong)]
         if source.image_column:
             out["modality"] = "image"
             cells = df[source.image_column].tolist()
             out["payload"] = [c if isinstance(c, (bytes, bytearray)) else (c or {}).get("bytes") if isinstance(c, dict)
                               else None for c in cells]
             out["path"] = [c if isinstance(c, str) else (c or {}).get("path") if isinstance(c, dict) else None for c in cells]
-            out["reject"] = [None if (p is not None or q) else "empty:no image in the row"
-                             for p, q in zip(out["payload"], out["path"])]
+            out["reject"] = [r or (None if (p is not None or q) else
+                                   "empty:no image in the row" if c is None or (isinstance(c, float) and np.isnan(c)) else
+                                   f"wrong_type:{source.image_column} holds {type(c).__name__}, not image bytes or a path")
+                             for r, p, q, c in zip(out["reject"], out["payload"], out["path"], cells)]
             if policy.restricted:  # a cell naming a file: checked here, before the cleaning task would open it
                 out["reject"] = [r if r or p is not None or not q or policy.allows(q) else
                                  f"path_not_allowed:{q} is outside security.allowed_roots"
@@ -401,6 +488,18 @@ def _table_chunks(source: TableSource, columns: list[str], batches: Iterable[pa.
         else:
             out["modality"] = "text"
         yield out
+
+
+def _malformed_rows(source: TableSource, rows: list, before: int) -> pd.DataFrame:
+    """``malformed_row`` rejects for CSV rows pyarrow could not parse (pyarrow's ``InvalidRow``; the streaming
+    reader does not know their line numbers, so they are numbered in the order met)."""
+    out = pd.DataFrame({
+        "input_ref": [f"{source.path}#line{r.number}" if r.number is not None else f"{source.path}#unparsed{before + k}"
+                      for k, r in enumerate(rows)],
+        "reject": [f"malformed_row:expected {r.expected_columns} columns, got {r.actual_columns}: "
+                   f"{entries.shown(r.text[:120])}" for r in rows]})
+    out["modality"] = "image" if source.image_column else "text"
+    return out
 
 
 def _jsonable(value):

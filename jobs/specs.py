@@ -323,7 +323,7 @@ class RequestTableSpec(Strict):
 
 
 class FilterSpec(Strict):
-    """Quality filters on generated rows; a row that fails one is written to ``generated/_rejected/`` with the
+    """Quality filters on generated rows; a row that fails one is written to ``rejects/generated/`` with the
     reason code, never dropped. The image references (a label classifier and the training images' pixels)
     are built by ``train`` next to each image model; a threshold left ``null`` turns its check off."""
 
@@ -413,6 +413,15 @@ class MixSpec(Strict):
     @classmethod
     def _as_strings(cls, v: Any) -> Any:  # YAML reads `labels: [0, 1]` as ints and unquoted dates as dates
         return [str(x) for x in v] if isinstance(v, list) else v
+
+
+class CardSpec(Strict):
+    """The dataset cards (``ROOT/README.md`` and each dataset root's ``.huggingface.yaml``), rewritten on every
+    publish. ``license`` is a Hugging Face license id (``cc-by-4.0``, ``apache-2.0``, ...); ``other`` until
+    the team decides, and the card says so."""
+    license: str = Field("other", min_length=1, pattern=r"^[a-z0-9][a-z0-9.+-]*$")
+    pretty_name: Optional[str] = Field(None, min_length=1)
+    tags: list[str] = Field(default_factory=list)  # added to synthetic, ai-generated
 
 
 class ScheduleSpec(Strict):

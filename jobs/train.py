@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import subprocess
@@ -28,6 +29,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import ray
@@ -37,7 +39,7 @@ from ray.train.torch import TorchTrainer
 import aigc_models
 from aigc_models.text import train_bpe
 
-from . import capacity, faults, quality, registry
+from . import capacity, faults, layout, progress, quality, registry
 from .images import decode_png, grid, line_chart
 from .preprocess import label_key, resolve_dataset_version
 from .specs import ModelSpec, TrainSpec
@@ -141,7 +143,7 @@ def model_config(spec: ModelSpec, store: Store, dataset_version: str, classes: l
     ``classes`` names them), so the data is checked against the model instead (``check_data_fits_model``)."""
     cls = aigc_models.FAMILIES[spec.family].config_class
     fields = {f.name for f in dataclasses.fields(cls)}
-    manifest = store.read_json("curated", dataset_version, "_manifest.json")
+    manifest = store.read_json(layout.manifest(layout.CURATED, dataset_version))
     derived = {} if aigc_models.FAMILIES[spec.family].pretrained else {
         "resolution": manifest["preprocess"]["resolution"], "channels": manifest["preprocess"]["channels"],
         "classes": classes}
@@ -169,7 +171,7 @@ def check_data_fits_model(spec: ModelSpec, model: aigc_models.GenerativeModel, s
     """Hyperparameters a model entry pins (resolution, channels, classes), and what a pretrained model's
     weights fix (its ``output_shape`` and classes), must agree with the curated data; a mismatch is an error
     here, on the driver, naming the key to change, instead of a shape error inside every worker."""
-    manifest = store.read_json("curated", dataset_version, "_manifest.json")["preprocess"]
+    manifest = store.read_json(layout.manifest(layout.CURATED, dataset_version))["preprocess"]
     pinned = spec.hyperparameters
     for key in ("resolution", "channels"):
         if key in pinned and key in manifest and int(pinned[key]) != int(manifest[key]):
@@ -199,11 +201,11 @@ def _run_name(store: Store, spec: ModelSpec, fingerprint: str, fresh: bool) -> t
     run in progress until it is published."""
     active = store.read_json("checkpoints", spec.name, "_active.json") if store.exists("checkpoints", spec.name, "_active.json") else None
     if active and not fresh and active["fingerprint"] == fingerprint:
-        print(f"[{spec.name}] resuming the interrupted run {active['run_name']} from its latest checkpoint "
-              "(--fresh starts over)", flush=True)
+        progress.say(f"[{spec.name}] resuming the interrupted run {active['run_name']} from its latest checkpoint "
+                     "(--fresh starts over)")
         return active["run_name"], True
     if active and not fresh:
-        print(f"[{spec.name}] the interrupted run {active['run_name']} had another config or dataset; starting a new run", flush=True)
+        progress.say(f"[{spec.name}] the interrupted run {active['run_name']} had another config or dataset; starting a new run")
     # unique even within a second: Ray Train restores a run from its name, so a name reused by --fresh would resume
     run_name = f"{spec.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{fingerprint[:8]}-{uuid.uuid4().hex[:6]}"
     store.write_json({"run_name": run_name, "fingerprint": fingerprint, "started_at": datetime.now(timezone.utc).isoformat()},
@@ -278,7 +280,8 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
         dataset_config=_data_config(train.deterministic_data),
     )
     try:
-        result = trainer.fit()
+        with progress.watch(f"train {spec.name}", total_steps, "steps", lambda: _steps_done(store, spec.name, run_name), every=5.0):
+            result = trainer.fit()
     finally:
         data_context.enable_progress_bars = progress_bars
     if result.checkpoint is None:
@@ -287,14 +290,14 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
         model = aigc_models.load(os.path.join(d, "model.safetensors"))
         metrics = pd.read_parquet(os.path.join(d, "metrics.parquet"))
         state = aigc_models.load_state(os.path.join(d, "train_state.safetensors"))
-        progress = aigc_models.load_state(os.path.join(d, "progress.safetensors")) if os.path.exists(os.path.join(d, "progress.safetensors")) else []
+        epoch_samples = aigc_models.load_state(os.path.join(d, "progress.safetensors")) if os.path.exists(os.path.join(d, "progress.safetensors")) else []
     seconds = time.time() - started
     epoch_rows = metrics[metrics["scope"] == "epoch"] if "scope" in metrics else metrics
     final = {k: float(v) for k, v in epoch_rows.iloc[-1].items() if k not in ("scope", "epoch", "step", "seconds")}
     references = _quality_references(spec, train, store, dataset_version, model)
     promote = _promotes(store, spec, train, promote)
     ref = _publish_model(store, spec, train, model, metrics, dataset_version, run_name, state, seconds, n_rows, final,
-                         probe.num_parameters(), promote, progress, references)
+                         probe.num_parameters(), promote, epoch_samples, references)
     store.delete("checkpoints", spec.name, "_active.json")  # published: the next `aigc train` starts a new run
     if not train.keep_finished_checkpoints:
         store.delete("checkpoints", spec.name, run_name)
@@ -321,8 +324,20 @@ def _register_as_is(spec: ModelSpec, train: TrainSpec, store: Store, dataset_ver
     seconds = time.time() - started
     ref = _publish_model(store, spec, train, model, None, dataset_version, None, {"step": 0, "epoch": 0}, seconds,
                          n_rows, {}, model.num_parameters(), promoted, [], references)
-    print(f"[{spec.name}] registered {ref.version}: the pretrained weights as they are (finetune: false)", flush=True)
+    progress.say(f"[{spec.name}] registered {ref.version}: the pretrained weights as they are (finetune: false)")
     return TrainResult(ref, 0, 0, seconds, 0.0, {}, promoted, used_as_is=True)
+
+
+def _steps_done(store: Store, name: str, run_name: str) -> int:
+    """Optimiser steps of the run's latest checkpoint (its ``metrics.parquet``): training's progress as the
+    driver can see it while the workers run."""
+    folder = f"checkpoints/{name}/{run_name}"
+    done = [c for c in store.listdir(folder) if c.startswith("checkpoint_") and store.exists(folder, c, "metrics.parquet")]
+    if not done:
+        return 0
+    latest = max(done)
+    steps = pq.read_table(store.path(folder, latest, "metrics.parquet"), columns=["step"], filesystem=store.fs)
+    return int(pc.max(steps.column("step")).as_py() or 0)
 
 
 # TrainSpec fields that change the weights a run produces (the rest is bookkeeping, placement or logging).
@@ -407,8 +422,8 @@ def _quality_references(spec: ModelSpec, train: TrainSpec, store: Store, dataset
         files, card = ray.get(task.remote(store.root, dataset_version, model.modality, spec.sources, classes, spec.seed,
                                           "cuda" if train.use_gpu else "cpu"))
     except Exception as exc:  # a trained model is published anyway; its rows are scored without references
-        print(f"[{spec.name}] WARNING: quality references failed ({type(exc).__name__}: {exc}); publishing "
-              "without them (generation then skips the label and near-copy checks for this version)", flush=True)
+        progress.say(f"[{spec.name}] quality references failed ({type(exc).__name__}: {exc}); publishing "
+                     "without them (generation then skips the label and near-copy checks for this version)", logging.WARNING)
         return None
     card["seconds"] = round(time.time() - started, 2)
     return files, card

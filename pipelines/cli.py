@@ -21,7 +21,7 @@ examples:
   aigc train --config my.yaml --model digits-gan --set train.epochs=3
   aigc train --model digits-gan                 # after Ctrl-C or a lost machine: resumes that run (--fresh: not)
   aigc generate --config my.yaml --count 100 --set generate.batch_size=32
-  aigc inspect runs/generated/run_date=2026-11-23
+  aigc inspect runs/generated/date=2026-11-23
   aigc promote digits-gan                       # list versions (* = production) with their final metrics
   aigc promote digits-gan 20261124-231157-c21694dd
   aigc regenerate --id 3f2a9c0d1e4b5a6978877665  # rebuild a published row and check it is identical
@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--out", help="output ROOT, overriding the config's 'output' (local path or URI)")
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (repeatable), e.g. train.epochs=3")
+        sp.add_argument("--verbose", action="store_true", help="show everything live (Ray's and Prefect's logs, "
+                        "worker output); by default the console shows stages, progress, warnings and the summary, and "
+                        "the rest goes to ROOT/logs/<command>-<time>.log, named in the summary")
         sp.add_argument("--ray-address", metavar="ADDRESS", help="run the Ray work on this cluster: 'auto' (the node's "
                         "running cluster) or 'ray://head:10001' (default: ray.address, else RAY_ADDRESS, else a local Ray)")
 
@@ -168,16 +171,17 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from the local server
+    from jobs import progress
+
     from .prefect_api import PrefectUnavailable, start_prefect_api
 
-    prefect_ready = start_prefect_api()  # in the background: Ray starts meanwhile
     if args.command == "serve":
         from prefect import serve
 
         from .schedule import build_deployment
 
         try:
-            prefect_ready()
+            start_prefect_api()()
         except PrefectUnavailable as exc:
             print(f"aigc: serve failed: {exc}", file=sys.stderr)
             return 1
@@ -185,45 +189,18 @@ def main(argv: list[str] | None = None) -> int:
         serve(build_deployment(cfg))
         return 0
 
-    from . import flows, summary
+    from .console import Console
 
-    import ray
-
-    from jobs.ray_runtime import ensure_ray
-
-    config = as_dict(cfg)
-    ray_was_running = ray.is_initialized()  # a caller's Ray (tests, notebooks) is left running
     started = time.time()
-    try:  # here, not in the first task: a cluster that cannot be joined fails at once, without task retries
-        ensure_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.listen, cfg.ray.dashboard, cfg.ray.autoscaling)
-        prefect_ready()
-    except Exception as exc:
-        if args.traceback:
-            traceback.print_exc()
-        print(f"aigc: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        if not ray_was_running and ray.is_initialized():
-            ray.shutdown()
-        return 1
-    runners: dict[str, Callable[[], Any]] = {
-        "preprocess": lambda: flows.preprocess_flow(config),
-        "train": lambda: flows.train_flow(config, args.model, args.dataset_version, args.fresh),
-        "generate": lambda: flows.generate_flow(config, args.date, args.count, args.refresh),
-        "nightly": lambda: (flows.backfill_flow(config, args.date, args.refresh) if args.date and len(args.date) > 1
-                            else flows.nightly_flow(config, args.date[0] if args.date else None, args.refresh)),
-    }
-    try:
-        result = runners[args.command]()
-    except KeyboardInterrupt:
-        print("aigc: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # a failed run: one clear line, the traceback on request
-        if args.traceback:
-            traceback.print_exc()
-        print(f"aigc: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if not ray_was_running and ray.is_initialized():
-            ray.shutdown()
+    root = cfg.output if "://" in cfg.output else os.path.abspath(cfg.output)
+    with Console(root, args.command, args.verbose) as console:
+        code, result, failure = _run(cfg, args, start_prefect_api(progress.say))
+    log = console.log_path  # after the run: an object-store ROOT gets its log at the end
+    from . import summary
+
+    if failure:
+        print(f"aigc: {failure}\naigc: the full log: {log}", file=sys.stderr)
+        return code
     seconds = time.time() - started
     if args.command == "preprocess":
         lines = summary.preprocess_lines(result)
@@ -235,8 +212,46 @@ def main(argv: list[str] | None = None) -> int:
         lines = []
         for night in result if isinstance(result, list) else [result]:
             lines += _night_lines(cfg, night)
+    lines.append(("log", log))
     print(summary.render(f"aigc {args.command}: {cfg.name}", lines, seconds))
     return 0
+
+
+def _run(cfg: Any, args: argparse.Namespace, prefect_ready: Callable[[], None]) -> tuple[int, Any, str | None]:
+    """Runs the command's flow: (exit code, result, None) or (code, None, the one line that says why not)."""
+    from . import flows
+
+    import ray
+
+    from jobs.ray_runtime import ensure_ray
+
+    from .config import as_dict
+
+    config = as_dict(cfg)
+    ray_was_running = ray.is_initialized()  # a caller's Ray (tests, notebooks) is left running
+    try:  # here, not in the first task: a cluster that cannot be joined fails at once, without task retries
+        ensure_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.listen, cfg.ray.dashboard, cfg.ray.autoscaling)
+        prefect_ready()
+    except Exception as exc:
+        if not ray_was_running and ray.is_initialized():
+            ray.shutdown()
+        return 1, None, (traceback.format_exc() if args.traceback else "") + f"{args.command} failed: {type(exc).__name__}: {exc}"
+    runners: dict[str, Callable[[], Any]] = {
+        "preprocess": lambda: flows.preprocess_flow(config),
+        "train": lambda: flows.train_flow(config, args.model, args.dataset_version, args.fresh),
+        "generate": lambda: flows.generate_flow(config, args.date, args.count, args.refresh),
+        "nightly": lambda: (flows.backfill_flow(config, args.date, args.refresh) if args.date and len(args.date) > 1
+                            else flows.nightly_flow(config, args.date[0] if args.date else None, args.refresh)),
+    }
+    try:
+        return 0, runners[args.command](), None
+    except KeyboardInterrupt:
+        return 130, None, "interrupted"
+    except Exception as exc:  # a failed run: one clear line, the traceback on request
+        return 1, None, (traceback.format_exc() if args.traceback else "") + f"{args.command} failed: {type(exc).__name__}: {exc}"
+    finally:
+        if not ray_was_running and ray.is_initialized():
+            ray.shutdown()
 
 
 def _night_lines(cfg: Any, night: dict[str, Any]) -> list[tuple[str, str]]:
@@ -248,7 +263,7 @@ def _night_lines(cfg: Any, night: dict[str, Any]) -> list[tuple[str, str]]:
         lines += summary.generate_lines(night["generate"])
     lines += summary.gate_lines(night)
     lines.append(("report", night.get("report") or "not written"))
-    lines.append(("look at", f"aigc inspect {cfg.output}/generated/run_date={night['run_date']}"))
+    lines.append(("look at", f"aigc inspect {cfg.output}/generated/date={night['run_date']}"))
     return lines
 
 
@@ -257,14 +272,17 @@ def _augment(cfg: Any, args: argparse.Namespace) -> int:
     to choose rows and streams the chosen rows' content once."""
     import dataclasses
 
+    from jobs.cards import write_cards
+    from jobs.layout import open_root
     from jobs.mixture import MixError, build_mixture
-    from jobs.storage import Store
 
     from . import summary
 
     started = time.time()
     try:
-        result = build_mixture(cfg.augment, Store(cfg.output), args.dates)
+        store = open_root(cfg.output)
+        result = build_mixture(cfg.augment, store, args.dates)
+        write_cards(store, cfg.card, cfg.name)
     except MixError as exc:  # inputs or settings that cannot make a mixture: one line naming the augment.* key
         print(f"aigc: error: {exc}", file=sys.stderr)
         return 2
@@ -282,8 +300,8 @@ def _augment(cfg: Any, args: argparse.Namespace) -> int:
 
 
 def _regenerate(root: str, args: argparse.Namespace) -> int:
+    from jobs.layout import open_root
     from jobs.regenerate import regenerate
-    from jobs.storage import Store
 
     ids = list(args.ids)
     try:
@@ -292,7 +310,7 @@ def _regenerate(root: str, args: argparse.Namespace) -> int:
                 ids += [line.strip() for line in f if line.strip()]
         if not ids:
             raise ValueError("give --id ID (repeatable) or --ids FILE")
-        results, missing = regenerate(Store(root), ids, args.to, args.use_gpu)
+        results, missing = regenerate(open_root(root), ids, args.to, args.use_gpu)
     except (OSError, ValueError) as exc:
         print(f"aigc: error: {exc}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError, model_validator
 
 import aigc_models
 
-from jobs.specs import (NAME_RE, GateSpec, GenerateSpec, MixSpec, SecuritySpec, ModelSpec, PreprocessSpec, RaySpec, ScheduleSpec, Source,
+from jobs.specs import (NAME_RE, CardSpec, GateSpec, GenerateSpec, MixSpec, SecuritySpec, ModelSpec, PreprocessSpec, RaySpec, ScheduleSpec, Source,
                         Strict, TrainSpec)
 
 SOURCE_KINDS = ("builtin", "image_folder", "text_files", "table")
@@ -38,6 +38,7 @@ class PipelineConfig(Strict):
     augment: MixSpec = MixSpec()  # `aigc augment`: real + synthetic rows for a classifier
     gate: GateSpec = GateSpec()  # the nightly quality gate (model promotion and publishing)
     schedule: ScheduleSpec = ScheduleSpec()
+    card: CardSpec = CardSpec()  # the dataset cards: license, name, tags
     security: SecuritySpec = SecuritySpec()
 
     @model_validator(mode="after")
@@ -45,7 +46,7 @@ class PipelineConfig(Strict):
         """With ``security.allowed_roots`` set, every path the config names is checked before any I/O."""
         import glob
 
-        from jobs.paths import PathNotAllowed
+        from jobs.paths import PathNotAllowed, glob_root
 
         policy = self.security.policy()
         if not policy.restricted:
@@ -55,12 +56,7 @@ class PipelineConfig(Strict):
         named += [(f"generate.request_tables.{i}.path", t.path) for i, t in enumerate(self.generate.request_tables)]
         for key, path in named:
             if glob.has_magic(path) and "://" not in path:  # a glob: its fixed leading folders
-                fixed = []
-                for part in path.split("/"):
-                    if glob.has_magic(part):
-                        break
-                    fixed.append(part)
-                path = "/".join(fixed) or "."
+                path = glob_root(path)
             try:
                 policy.check(path, key)
             except PathNotAllowed as exc:

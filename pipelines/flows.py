@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -21,7 +22,8 @@ from prefect import flow, get_run_logger, task
 import ray
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from jobs import faults, registry
+from jobs import faults, layout, progress, registry
+from jobs.cards import write_cards
 from jobs.evaluate import check, evaluate_model_remote, evaluate_rows_remote, failures
 from jobs.lease import night_lease
 from jobs.generate import GenerateResult, discard_generation, publish_generation, run_generation
@@ -39,7 +41,22 @@ from .report import headline, write_report
 def _setup(config: dict[str, Any]) -> tuple[PipelineConfig, Store]:
     cfg = validate(config)
     ensure_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.listen, cfg.ray.dashboard, cfg.ray.autoscaling)
-    return cfg, Store(cfg.output)
+    return cfg, layout.open_root(cfg.output)
+
+
+def _warn(message: str) -> None:
+    """A warning a person must act on: in the Prefect run's log and on the console."""
+    get_run_logger().warning(message)
+    progress.say(message, logging.WARNING)
+
+
+def refresh_cards(cfg: PipelineConfig, store: Store) -> None:
+    """Rewrites the dataset cards after a publish. The data is already published: a card that cannot be
+    written is a warning, not a failed stage."""
+    try:
+        write_cards(store, cfg.card, cfg.name)
+    except (OSError, ValueError, KeyError) as exc:
+        _warn(f"dataset card not rewritten: {type(exc).__name__}: {exc}")
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -70,6 +87,7 @@ def preprocess_task(config: dict[str, Any], staging: str) -> dict[str, Any]:
     cfg, store = _setup(config)
     result = run_preprocess(cfg.sources, cfg.preprocess, store, staging)
     verify_curated(store, result.dataset_version)  # the published files hold exactly what the manifest says
+    refresh_cards(cfg, store)
     c = result.counts
     rows = "\n".join(f"| {k} | {v['inputs']:,} | {v['accepted']:,} | {v['rejected']:,} |" for k, v in c["by_source"].items())
     reasons = "\n".join(f"| {k} | {v:,} |" for k, v in c["by_reason"].items()) or "| none | 0 |"
@@ -150,7 +168,7 @@ def promote_task(config: dict[str, Any], model_name: str, version: str) -> dict[
         problems += failures(out["checks"])
     out["promoted"], out["failures"] = not problems, problems
     if problems:
-        get_run_logger().warning("%s %s not promoted: %s", model_name, version, "; ".join(problems))
+        _warn(f"{model_name} {version} not promoted: {'; '.join(problems)}")
     else:
         registry.promote_version(store, model_name, version)
     return out
@@ -166,6 +184,8 @@ def generate_task(config: dict[str, Any], run_date: str, count: Optional[int] = 
     if result.reused:
         get_run_logger().info("%s is already published from this exact work; nothing regenerated", run_date)
         return dataclasses.asdict(result)
+    if result.staging is None:  # published now (no gate)
+        refresh_cards(cfg, store)
     get_run_logger().info("generated %d rows (%d rejected) for %s at %.1f rows/s%s", result.rows, result.rejected,
                           run_date, result.rows_per_second, "" if publish_now else " (staged for the gate)")
     return dataclasses.asdict(result)
@@ -173,10 +193,9 @@ def generate_task(config: dict[str, Any], run_date: str, count: Optional[int] = 
 
 def output_baseline(store: Store, model_name: str, run_date: str) -> Optional[dict[str, Any]]:
     """The figures of ``model_name``'s output in the latest published night before ``run_date``."""
-    for name in sorted(store.listdir("generated/_manifests"), reverse=True):
-        night = name.removeprefix("run_date=").removesuffix(".json")
-        if name.startswith("run_date=") and night < run_date:
-            figures = ((store.read_json("generated/_manifests", name).get("gate") or {}).get("figures") or {}).get(model_name)
+    for night in reversed(layout.night_manifests(store)):
+        if night < run_date:
+            figures = ((store.read_json(layout.generated_manifest(night)).get("gate") or {}).get("figures") or {}).get(model_name)
             if figures:
                 return {"run_date": night, "figures": figures}
     return None
@@ -215,6 +234,7 @@ def gate_task(config: dict[str, Any], staged: dict[str, Any]) -> dict[str, Any]:
 def publish_task(config: dict[str, Any], staged: dict[str, Any], gate: Optional[dict[str, Any]]) -> dict[str, Any]:
     cfg, store = _setup(config)
     result = publish_generation(store, GenerateResult(**staged), {"gate": gate} if gate else None)
+    refresh_cards(cfg, store)
     get_run_logger().info("published %s (%d rows)", result.path, result.rows)
     return dataclasses.asdict(result)
 
@@ -235,7 +255,7 @@ def report_task(config: dict[str, Any], night: dict[str, Any], rows_path: Option
 def _preprocess(config: dict[str, Any]) -> dict[str, Any]:
     """One task per source (read into staged raw units), then one for clean/dedup/split/publish."""
     cfg, store = _setup(config)
-    staging = staging_dir(store, "curated", "raw")
+    staging = staging_dir(store, layout.CURATED, "raw")
     try:
         for i, source in enumerate(cfg.sources):
             stage_source_task(config, i, source.source_id, staging)
@@ -314,6 +334,7 @@ class _Stages:
     def __call__(self, name: str) -> Iterator[dict[str, Any]]:
         entry: dict[str, Any] = {"stage": name, "seconds": None, "rows": None, "rows_per_second": None, "note": None}
         started = time.time()
+        progress.say(f"{name} ...")
         try:
             yield entry
         except BaseException as exc:
@@ -324,6 +345,9 @@ class _Stages:
             if entry["rows"] is not None and entry["seconds"]:
                 entry["rows_per_second"] = round(entry["rows"] / entry["seconds"], 2)
             self.night["stages"].append(entry)
+            rows = f", {entry['rows']:,} rows" if entry["rows"] else ""
+            progress.say(f"{name} {'failed' if (entry['note'] or '').startswith('failed') else 'done'} in "
+                         f"{entry['seconds']:.1f} s{rows}")
 
 
 def _models(config: dict[str, Any], cfg: PipelineConfig, curated: dict[str, Any], run_date: str,
@@ -366,6 +390,7 @@ def nightly_flow(config: dict[str, Any], run_date: Optional[str] = None, refresh
     cfg = validate(config)
     run_date = run_date or today(cfg)
     with night_lease(Store(cfg.output), run_date):  # one night at a time per output root, however started
+        layout.open_root(cfg.output)  # an older root is moved into the current layout, never beside a running night
         return _night(config, cfg, run_date, refresh)
 
 
@@ -388,7 +413,7 @@ def _night(config: dict[str, Any], cfg: PipelineConfig, run_date: str, refresh: 
                 staged = generate_task(config, run_date, publish_now=not cfg.gate.enabled, force=refresh)
                 st["rows"] = 0 if staged["reused"] else staged["manifest"]["generated"]
                 st["note"] = "already published from this exact work: nothing regenerated" if staged["reused"] else None
-            night["generate"], rows_path = staged["manifest"], staged["staging"] or f"generated/run_date={run_date}"
+            night["generate"], rows_path = staged["manifest"], staged["staging"] or layout.generated(run_date)
             gate = None
             if staged["reused"]:  # a re-run of a committed night: its gate verdict stands
                 night["gate"] = staged["manifest"].get("gate")
@@ -404,7 +429,7 @@ def _night(config: dict[str, Any], cfg: PipelineConfig, run_date: str, refresh: 
                 with stage("publish") as st:
                     staged = publish_task(config, staged, gate)
                     st["rows"] = staged["rows"]
-                rows_path = f"generated/run_date={run_date}"
+                rows_path = layout.generated(run_date)
         night["status"] = "published"
         return _finish(config, night, started, rows_path, staged)
     except NightRefused:
@@ -422,7 +447,7 @@ def _finish(config: dict[str, Any], night: dict[str, Any], started: float, rows_
     try:
         night["report"] = report_task(config, night, rows_path)
     except Exception as exc:  # never hide the night's own outcome behind a report problem
-        get_run_logger().warning("report not written: %s: %s", type(exc).__name__, exc)
+        _warn(f"report not written: {type(exc).__name__}: {exc}")
         night["report"] = None
     if night["status"] != "published" and staged and staged.get("staging"):
         discard_generation(Store(validate(config).output), GenerateResult(**staged))

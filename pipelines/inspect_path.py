@@ -44,11 +44,12 @@ def describe_path(path: str, grid_path: str | None = None) -> str:
                  f"  sha256 {card['checkpoint_sha256']}",
                  f"  files: {', '.join(sorted(f.name for f in p.iterdir()))}"]
         return "\n".join(lines)
-    manifest = json.loads((p / "_manifest.json").read_text()) if (p / "_manifest.json").is_file() else {}
+    found = _manifest_of(p)
+    manifest = json.loads(found.read_text()) if found else {}
     if "mix_version" in manifest:
         return _augmented(manifest)
-    if (p / "_manifest.json").is_file():
-        m = json.loads((p / "_manifest.json").read_text())
+    if "dataset_version" in manifest:
+        m = manifest
         c = m["counts"]
         return "\n".join([f"curated dataset {m['dataset_version']} (schema {m['schema_version']}, {m['created_at']})",
                           f"  inputs {c['inputs']:,} = accepted {c['accepted']:,} (train {c['train']:,}, val {c['val']:,})"
@@ -73,6 +74,12 @@ def describe_path(path: str, grid_path: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def _manifest_of(dataset: Path) -> Path | None:
+    """A curated version's or a mix's manifest: ``ROOT/manifests/<area>/<name>.json`` (``jobs.layout``)."""
+    candidate = dataset.resolve().parent.parent / "manifests" / dataset.resolve().parent.name / f"{dataset.resolve().name}.json"
+    return candidate if dataset.resolve().parent.name in ("curated", "augmented") and candidate.is_file() else None
+
+
 def _grid_line(dataset: Path, out: Path) -> list[str]:
     written = curated_grid(dataset, out)
     return [f"  sample grid (one row per label): {written}"] if written else []
@@ -84,7 +91,7 @@ def _augmented(m: dict) -> str:
         f"augmented dataset {m['mix_version']} ({m['modality']}, {m['created_at']})",
         f"  rows {c['rows']:,} = real {c['real']:,} + synthetic {c['synthetic']:,} ({c['synthetic_share']:.1%} synthetic)",
         f"  from curated {src['curated']['dataset_version']} ({'+'.join(src['curated']['splits'])}), generated "
-        + ", ".join(f"run_date={g['run_date']}" for g in src["generated"]),
+        + ", ".join(g["run_date"] for g in src["generated"]),
         "  by label (real+synthetic): " + ", ".join(f"{l} {v['real']:,}+{v['synthetic']:,}" for l, v in c["by_label"].items()),
         f"  not selected: real {c['inputs']['real']['not_selected']:,}, synthetic {c['inputs']['synthetic']['not_selected']:,}",
     ])

@@ -41,7 +41,7 @@ def generate_lines(r: dict[str, Any]) -> list[tuple[str, str]]:
     reasons = ", ".join(f"{k} {v:,}" for k, v in (m.get("rejected_by_reason") or {}).items())
     lines = [
         ("generated", f"{r['rows']:,} rows ({by}), {r['rejected']:,} rejected"
-                      + (f" ({reasons})" if reasons else "") + f", run_date={r['run_date']}"),
+                      + (f" ({reasons})" if reasons else "") + f", night {r['run_date']}"),
         ("generation", f"{r['seconds']:.1f}s, {r['rows_per_second']:.1f} rows/s"),
     ]
     top_up = m.get("top_up") or {}
@@ -101,7 +101,7 @@ def augment_lines(r: dict[str, Any]) -> list[tuple[str, str]]:
         ("augmented", f"{r['mix_version']}{' (unchanged, reused)' if r['reused'] else ''}  {r['path']}"),
         ("rows", f"{c['rows']:,}: real {c['real']:,}, synthetic {c['synthetic']:,} ({c['synthetic_share']:.1%} synthetic)"),
         ("per label", ", ".join(f"{l} {v['real']:,}+{v['synthetic']:,}" for l, v in c["by_label"].items()) + "  (real+synthetic)"),
-        ("not selected", f"real {left[0]:,}, synthetic {left[1]:,} (counted in _manifest.json)"),
+        ("not selected", f"real {left[0]:,}, synthetic {left[1]:,} (counted in its manifest)"),
         ("from", f"curated {sources['curated']['dataset_version']} ({'+'.join(sources['curated']['splits'])}), "
-                 f"generated run_date={dates}"),
+                 f"generated {dates}"),
     ]

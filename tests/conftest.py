@@ -50,6 +50,15 @@ def prefect_server():
 
 
 @pytest.fixture(scope="session")
+def prefect_api(prefect_server) -> str:
+    """The suite's Prefect server (a real one, shared by the whole session), for CLI subprocesses that are not
+    about Prefect's start (they skip starting a temporary server of their own)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
 def tiny_config():
     from pipelines.config import load_config
 

@@ -44,7 +44,9 @@ def test_the_first_night_on_an_empty_home_beside_a_running_ray(ray_start_cluster
            f"database {home / '.prefect' / 'prefect.db'}" in out
     assert "[prefect] temporary server ready at http://127.0.0.1:" in out
     assert "[ray] started a local Ray instance: 1 node, 4 CPU" in out  # not the running 2-node cluster
+    lines = out.splitlines()  # a console a person reads: stages, progress, the summary; the rest in the log
+    assert len(lines) < 60 and "generate done in" in out and not any("Execution plan" in l or "Task run" in l for l in lines)
     assert (home / ".prefect" / "prefect.db").is_file()  # the empty home was the one used
-    rows = pq.read_table(root / "generated" / f"run_date={RUN_DATE}", columns=["id", "model_name"])
+    rows = pq.read_table(root / "generated" / f"date={RUN_DATE}", columns=["id", "model_name"])
     assert rows.num_rows == 18 and len(set(rows.column("id").to_pylist())) == 18
     assert (root / "reports" / f"run_date={RUN_DATE}" / "index.html").is_file()

@@ -25,13 +25,6 @@ BOUND_S = 150  # a command that must fail "at once" is killed (and the test fail
 
 
 @pytest.fixture(scope="module")
-def prefect_api(prefect_server) -> str:
-    from prefect.settings import PREFECT_API_URL
-
-    return PREFECT_API_URL.value()
-
-
-@pytest.fixture(scope="module")
 def cluster_night(ray_start_cluster, prefect_api, tmp_path_factory):
     """``aigc nightly --ray-address HEAD`` end to end, with the pool sizes of the demo (the ones that hung)."""
     root = tmp_path_factory.mktemp("cluster-night")
@@ -52,7 +45,7 @@ def _joined(out: str, cluster) -> str:
 
 
 def _rows(root, run_date: str):
-    return pq.read_table(root / "generated" / f"run_date={run_date}", columns=["id", "modality", "model_name"])
+    return pq.read_table(root / "generated" / f"date={run_date}", columns=["id", "modality", "model_name"])
 
 
 def test_the_nightly_flow_finishes_on_a_two_node_ray_start_cluster(cluster_night, ray_start_cluster):
@@ -101,7 +94,7 @@ def test_what_the_cluster_can_never_hold_fails_at_once_naming_the_key(cluster_ni
                             "--set", "generate.concurrency=2", log=tmp_path / "two.log", env=env, timeout=BOUND_S)
     assert code == 1, out[-4000:]
     assert "generate.concurrency: generation cannot fit the Ray cluster: short of accel 1 in total" in out
-    assert not (root / "generated" / "run_date=2026-11-23").exists()
+    assert not (root / "generated" / "date=2026-11-23").exists()
     code, out, _ = run_aigc("train", "--config", str(TINY_CONFIG), "--out", str(root), "--model", "tiny-gan",
                             "--ray-address", address, "--set", "train.num_workers=5", "--fresh",
                             log=tmp_path / "train.log", env=env, timeout=BOUND_S)
@@ -151,4 +144,4 @@ def test_a_pool_that_other_work_keeps_from_starting_fails_after_its_timeout(clus
         holder.wait()
     assert code == 1, out[-4000:]
     assert "generate.actor_start_timeout_s: the generation actors (1 Generator with CPU 1, accel 1 each" in out
-    assert not (root / "generated" / "run_date=2026-11-24").exists()
+    assert not (root / "generated" / "date=2026-11-24").exists()

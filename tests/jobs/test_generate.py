@@ -62,7 +62,7 @@ def test_expand_requests_refuses_what_it_cannot_do():
 
 
 def _partition(store, date):
-    return pads.dataset(store.path("generated", f"run_date={date}"), format="parquet").to_table().to_pandas()
+    return pads.dataset(store.path("generated", f"date={date}"), format="parquet").to_table().to_pandas()
 
 
 def _content(df):
@@ -89,11 +89,11 @@ def test_batch_size_and_actor_count_never_change_a_row(tiny_night):
     assert (a.set_index("id")["content_sha256"] == pd.Series(_content(a))).all()  # the column hashes the content
     assert a.set_index("id")["seed"].to_dict() == b.set_index("id")["seed"].to_dict()
     assert set(a["run_id"]) == {first.run_id} and set(b["run_id"]) == {second.run_id}  # replaced, not appended
-    assert not [p for p in store.files("generated/_staging") if "run_date" in p]  # nothing left in staging
+    assert not [p for p in store.files("staging/generated") if "date=" in p]  # nothing left in staging
     files = second.manifest["files"]
     assert len(files) >= 3 and all(f["rows"] <= 8 and f["row_groups"] >= f["rows"] / 4 for f in files)
     for f in files:  # the row groups (not the fixed footer: schema and metadata, ~30 KB here) stay under the bounds
-        meta = pq.read_metadata(store.path("generated", f"run_date={date}", f["path"]))
+        meta = pq.read_metadata(store.path("generated", f"date={date}", f["path"]))
         groups = [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
         assert max(groups) <= 32 * 1024 and sum(groups) <= 64 * 1024
     assert first.manifest["files"][0]["rows"] > 2  # the default bounds (256 MiB) keep small nights in few files
@@ -156,7 +156,7 @@ def test_request_tables_pass_their_columns_through_to_every_row(tiny_night, tmp_
     assert rows.loc[rows.request_id == "c-1", "campaign"].tolist() == ["winter", "winter"]
     assert all(t.startswith("Sale: ") for t in rows.loc[rows.request_id == "c-1", "text"])
     assert json.loads(rows.loc[rows.request_id == "c-1", "sampler"].iloc[0])["max_new_tokens"] == 5
-    types = pads.dataset(store.path("generated", "run_date=2026-03-01"), format="parquet").schema
+    types = pads.dataset(store.path("generated", "date=2026-03-01"), format="parquet").schema
     assert str(types.field("price").type) == "double" and str(types.field("launch").type) == "date32[day]"
     briefs = pd.read_csv(csv)  # the campaign tool joins its briefs back on request_id
     joined = briefs.merge(rows[["request_id", "id"]], on="request_id")
@@ -184,7 +184,7 @@ def test_bad_request_tables_are_clear_errors_naming_the_row(tiny_night, tmp_path
     with pytest.raises(FileNotFoundError, match="request table: .*missing.csv not found"):
         run_generation(GenerateSpec(request_tables=[RequestTableSpec(path=str(tmp_path / "missing.csv"))]), store,
                        "2026-03-02", cfg.name)
-    assert not store.exists("generated", "run_date=2026-03-02")
+    assert not store.exists("generated", "date=2026-03-02")
 
 
 def test_rows_carry_quality_scores_from_the_models_references(tiny_night):
@@ -229,7 +229,7 @@ def test_filters_reject_with_reasons_and_top_up_fills_counts(tiny_night):
     result = run_generation(spec, store, date, cfg.name)
     m = result.manifest
     published = _partition(store, date)
-    rejected = pads.dataset(store.path("generated/_rejected", f"run_date={date}"), format="parquet").to_table().to_pandas()
+    rejected = pads.dataset(store.path("rejects/generated", f"date={date}"), format="parquet").to_table().to_pandas()
     assert m["generated"] == len(published) + len(rejected) == m["rows"] + m["rejected"]
     assert m["rejected_by_reason"] == rejected["reason"].value_counts().to_dict()
     assert set(rejected["reason"]) == {"low_label_confidence", "too_short"} and (rejected["stage"] == "filter").all()
@@ -289,7 +289,7 @@ def test_a_killed_night_leaves_the_published_partition_alone_and_resumes_to_the_
         except ProcessLookupError:
             pass
     assert proc.returncode == -signal.SIGKILL, out[-2000:]
-    staged = [p for p in store.files("generated/_staging") if f"run_date={date}." in p and p.endswith(".parquet")]
+    staged = [p for p in store.files("staging/generated") if f"date={date}." in p and p.endswith(".parquet")]
     assert staged, "the killed run wrote nothing to resume from"
     written = {}
     for p in staged:  # whole files only: one cut off by the kill is dropped by the resume
@@ -301,7 +301,7 @@ def test_a_killed_night_leaves_the_published_partition_alone_and_resumes_to_the_
     assert 2 * len(done) >= first.rows, f"killed at {len(done)} of {first.rows} rows: the drill should pass half"
     after_kill = _partition(store, date)
     assert _content(after_kill) == _content(before) and set(after_kill["run_id"]) == {first.run_id}
-    assert store.read_json("generated/_manifests", f"run_date={date}.json")["files"] == first.manifest["files"]
+    assert store.read_json("manifests/generated", f"{date}.json")["files"] == first.manifest["files"]
 
     resumed = run_generation(spec, store, date, cfg.name, force=True)
     again = _partition(store, date)
@@ -309,9 +309,9 @@ def test_a_killed_night_leaves_the_published_partition_alone_and_resumes_to_the_
     assert _content(again) == _content(before) and resumed.run_id == first.run_id  # the same rows, once each
     assert again["id"].is_unique and len(again) == first.rows
     assert resumed.manifest["resumed"]["rows_found"] == len(done)
-    files = {os.path.basename(p): p for p in store.files("generated", f"run_date={date}") if p.endswith(".parquet")}
+    files = {os.path.basename(p): p for p in store.files("generated", f"date={date}") if p.endswith(".parquet")}
     for name, ids in written.items():  # the aborted attempt's files are published as they were, not rewritten
         assert set(pq.read_table(files[name], columns=["id"]).column("id").to_pylist()) == ids
     new_ids = [i for n, p in files.items() if n not in written for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()]
     assert len(new_ids) == first.rows - len(done) and not set(new_ids) & done  # only the rows not yet done
-    assert not [p for p in store.files("generated/_staging") if f"run_date={date}" in p]
+    assert not [p for p in store.files("staging/generated") if f"date={date}" in p]

@@ -42,11 +42,13 @@ def generated_rows(run_date, model, per_label, texts=0, size=8):
 
 
 def write_partition(store, run_date, table, files=1, area="generated"):
-    folder = store.path(area, f"run_date={run_date}")
+    folder = store.path(area, f"date={run_date}")
     shutil.rmtree(folder, ignore_errors=True)
-    store.makedirs(area, f"run_date={run_date}")
+    store.makedirs(area, f"date={run_date}")
     for k, part in enumerate(np.array_split(np.arange(table.num_rows), files)):
         pq.write_table(table.take(part), f"{folder}/part-{k}.parquet")
+    if area == "generated":  # a night is published once its manifest is written
+        store.write_json({"run_date": run_date, "rows": table.num_rows, "rejected": 0}, "manifests/generated", f"{run_date}.json")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,7 @@ def inputs(tmp_path_factory, ray_local):
     curated = run_preprocess(sources, PreprocessSpec(resolution=8, val_fraction=0.25), store).dataset_version
     write_partition(store, DAY1, generated_rows(DAY1, "gan-a", per_label=6, texts=5))
     write_partition(store, DAY2, generated_rows(DAY2, "gan-b", per_label=3), files=2)
-    write_partition(store, DAY1, generated_rows(DAY1, "gan-bad", per_label=2), area="generated/_rejected")
+    write_partition(store, DAY1, generated_rows(DAY1, "gan-bad", per_label=2), area="rejects/generated")
     return store, curated
 
 
@@ -99,7 +101,7 @@ def test_default_mix_uses_the_latest_night_at_half_synthetic_and_accounts_for_ev
     assert set(df.loc[~df.is_synthetic, "source"]) == {f"curated:{curated}"} and df.loc[~df.is_synthetic, "model_name"].isna().all()
     assert result.manifest["sources"]["generated"][0]["model_versions"] == {"gan-b": ["gan-b-v1"]}
     assert 0 < df["is_synthetic"].head(20).sum() < 20  # interleaved, not real rows then synthetic ones
-    assert not os.listdir(store.path("augmented", "_staging"))  # no buckets or half datasets left behind
+    assert not os.listdir(store.path("staging", "augmented"))  # no buckets or half datasets left behind
 
 
 def test_per_label_balance_holds_the_ratio_in_every_label_and_val_stays_out(inputs):
@@ -118,7 +120,7 @@ def test_per_label_balance_holds_the_ratio_in_every_label_and_val_stays_out(inpu
     assert available["synthetic"] == {l: 9 for l in LABELS}
     assert k == min(largest_mix(0.25, available["real"][l], 9) for l in LABELS)  # as many as the scarcest label allows
     assert not set(df["id"]) & curated_ids(store, curated, "val")
-    assert not df["id"].str.contains("gan-bad").any()  # _rejected is never read
+    assert not df["id"].str.contains("gan-bad").any()  # refused rows are never read
     assert c["inputs"]["synthetic"]["other_modality"] == 5 and c["inputs"]["synthetic"]["read"] == 95
     every_row = build_mixture(spec.model_copy(update={"split": "all", "synthetic_ratio": 0.0, "balance": "none"}), store)
     assert every_row.counts["inputs"]["real"]["not_selected"] == every_row.counts["synthetic"] == 0
@@ -138,7 +140,8 @@ def test_same_inputs_same_version_and_rows_whatever_the_row_order(inputs, tmp_pa
     assert build_mixture(spec.model_copy(update={"seed": 4}), store).mix_version != first.mix_version
 
     copy = Store(str(tmp_path))  # the same rows in another order and another file layout
-    shutil.copytree(store.path("curated"), copy.path("curated"))
+    for area in ("curated", "manifests/curated"):
+        shutil.copytree(store.path(area), copy.path(area))
     table = generated_rows(DAY1, "gan-a", per_label=6, texts=5)
     write_partition(copy, DAY1, table.take(np.random.default_rng(0).permutation(table.num_rows)), files=3)
     shuffled = build_mixture(spec, copy)
@@ -156,9 +159,9 @@ def test_models_labels_and_max_rows(inputs):
 
 def test_clear_errors_name_the_setting(inputs, tmp_path):
     store, _ = inputs
-    with pytest.raises(MixError, match=r"augment\.dates: no published partition run_date=2030-01-01 .*published: 2026-11-20, 2026-11-21"):
+    with pytest.raises(MixError, match=r"augment\.dates: no published night 2030-01-01 .*published: 2026-11-20, 2026-11-21"):
         build_mixture(MixSpec(), store, ["2030-01-01"])
-    with pytest.raises(ValueError, match=r"augment\.modality: generated run_date=2026-11-21 holds no text rows"):
+    with pytest.raises(ValueError, match=r"augment\.modality: generated 2026-11-21 holds no text rows"):
         build_mixture(MixSpec(modality="text", dates=[DAY2]), store)
     with pytest.raises(MixError, match=r"augment\.models: .* holds no image rows of nope"):
         build_mixture(MixSpec(dates=[DAY1], models=["gan-a", "nope"]), store)
@@ -167,7 +170,8 @@ def test_clear_errors_name_the_setting(inputs, tmp_path):
     with pytest.raises(MixError, match=r"augment\.dataset_version: no curated dataset"):
         build_mixture(MixSpec(), Store(str(tmp_path)))
     curated_only = Store(str(tmp_path / "curated-only"))
-    shutil.copytree(store.path("curated"), curated_only.path("curated"))
+    for area in ("curated", "manifests/curated"):
+        shutil.copytree(store.path(area), curated_only.path(area))
     with pytest.raises(MixError, match=r"augment\.dates: nothing generated"):
         build_mixture(MixSpec(), curated_only)
     write_partition(curated_only, DAY1, generated_rows(DAY1, "big-gan", per_label=2, size=16))
@@ -214,7 +218,7 @@ def test_cli_augment_exit_codes_and_summary(inputs, capsys):
     assert main([*args, "--set", "augment.nope=1"]) == 2
     assert "augment.nope: unknown key" in capsys.readouterr().err
     assert main([*args, "--date", "2030-01-01"]) == 2
-    assert "aigc: error: augment.dates: no published partition run_date=2030-01-01" in capsys.readouterr().err
+    assert "aigc: error: augment.dates: no published night 2030-01-01" in capsys.readouterr().err
     assert main([*args, "--set", f"augment.dates=[{DAY1}]", "--set", "augment.balance=per_label"]) == 0  # YAML dates
     out = capsys.readouterr().out
     assert "aigc augment: tiny-nightly" in out and "real+synthetic" in out and store.path("augmented") in out

@@ -86,20 +86,20 @@ def _stage(store, area, name, files):
 
 def test_publish_replaces_the_target_whole(any_store):
     store = any_store
-    first = _stage(store, "generated", "run_date=2026-01-01", {"a.parquet": b"old-a", "b.parquet": b"old-b"})
-    assert publish(store, first, "generated", "run_date=2026-01-01") == "generated/run_date=2026-01-01"
-    second = _stage(store, "generated", "run_date=2026-01-01",
+    first = _stage(store, "generated", "date=2026-01-01", {"a.parquet": b"old-a", "b.parquet": b"old-b"})
+    assert publish(store, first, "generated", "date=2026-01-01") == "generated/date=2026-01-01"
+    second = _stage(store, "generated", "date=2026-01-01",
                     {"c.parquet": b"new-c", "sub/d.parquet": b"new-d", "_meta.json": b"{}"})
     store.makedirs(second, "rejects")  # an empty folder travels too (a split with no rows)
-    publish(store, second, "generated", "run_date=2026-01-01")
+    publish(store, second, "generated", "date=2026-01-01")
 
-    target = store.path("generated", "run_date=2026-01-01")
-    assert [p[len(target) + 1:] for p in store.files("generated", "run_date=2026-01-01")] == \
+    target = store.path("generated", "date=2026-01-01")
+    assert [p[len(target) + 1:] for p in store.files("generated", "date=2026-01-01")] == \
         ["_meta.json", "c.parquet", "sub/d.parquet"]  # the new version only: nothing of the old one is left
-    assert store.read_bytes("generated", "run_date=2026-01-01", "sub", "d.parquet") == b"new-d"
-    assert store.exists("generated", "run_date=2026-01-01", "rejects")
-    assert store.files("generated", "_staging") == []  # staging and the replaced version are gone
-    assert store.listdir("generated") == ["_staging", "run_date=2026-01-01"]
+    assert store.read_bytes("generated", "date=2026-01-01", "sub", "d.parquet") == b"new-d"
+    assert store.exists("generated", "date=2026-01-01", "rejects")
+    assert store.files("staging", "generated") == []  # staging and the replaced version are gone
+    assert store.listdir("generated") == ["date=2026-01-01"]  # staging lives outside the dataset root
 
 
 def test_folder_move_on_s3_copies_metadata_last_and_deletes_it_first(s3_root):
@@ -168,7 +168,7 @@ def test_nightly_flow_with_root_on_s3(s3_root, ray_local, prefect_server):
     assert "testing:testing@" not in json.dumps(result, default=str)  # paths are shown without the keys
 
     version = result["preprocess"]["dataset_version"]
-    assert store.read_json("curated", "_latest.json") == {"dataset_version": version}
+    assert store.read_json("manifests/curated/latest.json") == {"dataset_version": version}
     assert result["preprocess"]["path"] == store.display("curated", version)
     assert verify_curated(store, version)["train"] > 0  # the files on S3 hold what the manifest says
 
@@ -183,16 +183,16 @@ def test_nightly_flow_with_root_on_s3(s3_root, ray_local, prefect_server):
         checkpoints = [p for p in store.files("checkpoints", name, run) if p.endswith("/model.safetensors")]
         assert checkpoints and all("/checkpoint_" in p for p in checkpoints)
 
-    partition = store.path("generated", f"run_date={RUN_DATE}")
+    partition = store.path("generated", f"date={RUN_DATE}")
     table = pads.dataset(partition, filesystem=store.fs, format="parquet").to_table()
     assert table.num_rows == 12 == result["generate"]["rows"]
     assert sorted(table.column("label").to_pylist()) == ["0"] * 4 + ["1"] * 4 + ["2"] * 4
-    manifest = store.read_json("generated", "_manifests", f"run_date={RUN_DATE}.json")
+    manifest = store.read_json("manifests", "generated", f"{RUN_DATE}.json")
     assert sum(pq.read_metadata(f"{partition}/{f['path']}", filesystem=store.fs).num_rows for f in manifest["files"]) == 12
     assert set(table.column("id").to_pylist()) == {
         i for f in manifest["files"] for i in pq.read_table(f"{partition}/{f['path']}", filesystem=store.fs).column("id").to_pylist()}
 
     again = run_generation(cfg.generate, store, RUN_DATE, cfg.name, count=5)  # another night's work, same date
     assert again.rows == 5 and pads.dataset(partition, filesystem=store.fs, format="parquet").count_rows() == 5
-    assert store.read_json("generated", "_manifests", f"run_date={RUN_DATE}.json")["rows"] == 5
-    assert store.files("generated", "_staging") == [] and store.files("curated", "_staging") == []
+    assert store.read_json("manifests", "generated", f"{RUN_DATE}.json")["rows"] == 5
+    assert store.files("staging", "generated") == [] and store.files("staging", "curated") == []

@@ -70,7 +70,7 @@ def test_run_preprocess_accounts_for_every_input_and_is_idempotent(tmp_path, ray
     root = tmp_path / "curated" / first.dataset_version
     train = pads.dataset(root / "train").to_table().to_pandas()
     val = pads.dataset(root / "val").to_table().to_pandas()
-    rejects = pads.dataset(root / "rejects").to_table().to_pandas()
+    rejects = pads.dataset(tmp_path / "rejects" / "curated" / first.dataset_version).to_table().to_pandas()
     assert len(train) == c["train"] and len(val) == c["val"] and len(rejects) == c["rejected"]
     assert set(train["id"]).isdisjoint(val["id"]) and set(train["id"]).isdisjoint(rejects["id"])
     dups = rejects[rejects["reason"] == "duplicate"]
@@ -79,7 +79,7 @@ def test_run_preprocess_accounts_for_every_input_and_is_idempotent(tmp_path, ray
     assert dups["detail"].str.removeprefix("duplicate_of=").isin(kept).all()  # the original was kept
     images = train[train["modality"] == "image"]
     assert (images["width"] == 16).all() and images["label"].isin([str(d) for d in range(10)]).all()
-    assert not list((tmp_path / "curated" / "_staging").iterdir())  # nothing left in staging
+    assert not list((tmp_path / "staging" / "curated").iterdir())  # nothing left in staging
 
     again = run_preprocess(sources, spec, store)
     assert again.reused and again.dataset_version == first.dataset_version
@@ -193,7 +193,7 @@ def test_near_duplicates_are_rejects_pointing_at_the_first(tmp_path, ray_local):
     spec = PreprocessSpec(resolution=16, val_fraction=0.0, min_text_chars=5, near_dedup=True, near_dedup_bits=6)
     result = run_preprocess(sources, spec, Store(str(tmp_path / "root")))
     assert result.counts["by_reason"] == {"duplicate": 2} and result.counts["accepted"] == 4
-    rejects = pads.dataset(tmp_path / "root" / "curated" / result.dataset_version / "rejects").to_table().to_pandas()
+    rejects = pads.dataset(tmp_path / "root" / "rejects" / "curated" / result.dataset_version).to_table().to_pandas()
     train = pads.dataset(tmp_path / "root" / "curated" / result.dataset_version / "train").to_table().to_pandas()
     by_ref = dict(zip(train["input_ref"], train["id"]))
     details = dict(zip(rejects["input_ref"], rejects["detail"]))
@@ -230,7 +230,7 @@ def test_verify_curated_catches_files_that_disagree_with_the_manifest(tmp_path, 
     r = run_preprocess([BuiltinSource(kind="builtin", name="text-corpus", limit=150)], PreprocessSpec(), store)
     assert verify_curated(store, r.dataset_version) == {"train": r.counts["train"], "val": r.counts["val"],
                                                         "rejects": r.counts["rejected"]}
-    victim = store.files("curated", r.dataset_version, "rejects", suffix=".parquet")[0]
+    victim = store.files("rejects", "curated", r.dataset_version, suffix=".parquet")[0]
     store.fs.delete_file(victim)
     with pytest.raises(AssertionError, match="files hold"):
         verify_curated(store, r.dataset_version)
@@ -323,7 +323,7 @@ def test_text_files_read_in_tasks_keep_input_order_for_duplicates(tmp_path, ray_
     result = run_preprocess([source], PreprocessSpec(min_text_chars=5, val_fraction=0.0), Store(str(tmp_path / "root")))
     c = result.counts
     assert c["inputs"] == 2 * n_files and c["accepted"] == n_files + 1 and c["by_reason"] == {"duplicate": n_files - 1}
-    rejects = pads.dataset(tmp_path / "root" / "curated" / result.dataset_version / "rejects").to_table().to_pandas()
+    rejects = pads.dataset(tmp_path / "root" / "rejects" / "curated" / result.dataset_version).to_table().to_pandas()
     train = pads.dataset(tmp_path / "root" / "curated" / result.dataset_version / "train").to_table().to_pandas()
     kept = train.loc[train["text"] == "The same closing line", "input_ref"].tolist()
     assert kept == [f"{tmp_path}/copy-000.txt:2"]  # the first file's line wins, across tasks

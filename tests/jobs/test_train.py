@@ -95,7 +95,7 @@ def test_every_family_trains_on_ray_and_generates(tmp_path, ray_local):
     requests = [RequestSpec(model="v", labels=["3"], per_label=2), RequestSpec(model="d", per_label=1, steps=3, chunk=4),
                 RequestSpec(model="c", prompts=["The "], per_prompt=2, max_new_tokens=8)]
     gen = run_generation(GenerateSpec(requests=requests, concurrency=1, filters={"enabled": False}), store, "2026-11-21", "families")
-    rows = pads.dataset(store.path("generated", "run_date=2026-11-21"), format="parquet").to_table().to_pandas()
+    rows = pads.dataset(store.path("generated", "date=2026-11-21"), format="parquet").to_table().to_pandas()
     assert gen.rows == len(rows) == 2 + 10 + 2
     assert rows.groupby("model_name")["modality"].first().to_dict() == {"c": "text", "d": "image", "v": "image"}
     assert all(t.startswith("The ") for t in rows.loc[rows.model_name == "c", "text"])

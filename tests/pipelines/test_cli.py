@@ -19,8 +19,8 @@ def test_generate_a_few_rows_for_another_date(tiny_night, capsys):
     code = main(["generate", "--config", str(TINY_CONFIG), "--out", store.root, "--date", "2026-02-01", "--count", "5"])
     assert code == 0
     out = capsys.readouterr().out
-    assert re.search(r"generated\s+5 rows", out) and "run_date=2026-02-01" in out
-    assert store.read_json("generated/_manifests", "run_date=2026-02-01.json")["rows"] == 5
+    assert re.search(r"generated\s+5 rows", out) and "night 2026-02-01" in out
+    assert store.read_json("manifests/generated", "2026-02-01.json")["rows"] == 5
 
 
 def test_failed_run_exits_1_with_one_line(tmp_path, capsys, ray_local, prefect_server):
@@ -34,7 +34,7 @@ def test_inspect_summarises_each_kind_of_output(tiny_night, capsys, tmp_path, mo
     monkeypatch.chdir(tmp_path)  # where the curated sample grid lands
     _, store, result = tiny_night
     model = result["train"][0]["model"]["path"]
-    for path, needle in [(store.path("generated", "run_date=2026-11-20"), "18 rows"),
+    for path, needle in [(store.path("generated", "date=2026-11-20"), "18 rows"),
                          (store.path("curated", result["preprocess"]["dataset_version"]), "sample grid (one row per label)"),
                          (model, "model tiny-gan")]:
         assert main(["inspect", path]) == 0
@@ -94,7 +94,7 @@ def test_regenerate_rebuilds_published_rows_byte_for_byte(tiny_night, tmp_path, 
     from tests.conftest import RUN_DATE
 
     cfg, store, _ = tiny_night
-    rows = pads.dataset(store.path("generated", f"run_date={RUN_DATE}"), format="parquet").to_table(
+    rows = pads.dataset(store.path("generated", f"date={RUN_DATE}"), format="parquet").to_table(
         columns=["id", "modality", "image", "text"]).to_pandas()
     image = rows[rows.modality == "image"].iloc[-1]
     text = rows[rows.modality == "text"].iloc[0]

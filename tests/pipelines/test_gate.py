@@ -45,15 +45,15 @@ def test_a_backfill_reuses_the_models_publishes_a_partition_per_date_and_a_trend
     from pipelines.cli import main
 
     store = _copy_of(tiny_night, tmp_path)
-    first = store.read_json("generated/_manifests", f"run_date={RUN_DATE}.json")
+    first = store.read_json("manifests/generated", f"{RUN_DATE}.json")
     code = main(["nightly", "--config", str(TINY_CONFIG), "--out", store.root, "--date", "2026-11-21..2026-11-22",
                  "--set", "gate.relative={fd: 10.0, distinct_2: 10.0}"])
     out = capsys.readouterr().out
     assert code == 0 and "2026-11-21: published" in out and "2026-11-22: published" in out
 
-    assert store.read_json("generated/_manifests", f"run_date={RUN_DATE}.json") == first  # earlier night untouched
+    assert store.read_json("manifests/generated", f"{RUN_DATE}.json") == first  # earlier night untouched
     for night, previous in (("2026-11-21", first), ("2026-11-22", None)):
-        manifest = store.read_json("generated/_manifests", f"run_date={night}.json")
+        manifest = store.read_json("manifests/generated", f"{night}.json")
         assert manifest["rows"] == 18 and manifest["gate"]["passed"] is True
         report = json.loads(store.read_bytes("reports", f"run_date={night}", "report.json"))
         assert report["status"] == "published" and report["gate"]["figures"] == manifest["gate"]["figures"]
@@ -61,7 +61,7 @@ def test_a_backfill_reuses_the_models_publishes_a_partition_per_date_and_a_trend
     relative = [c for c in manifest["gate"]["checks"] if c["kind"] == "relative"]  # 2026-11-22 against 2026-11-21
     assert {(c["model"], c["metric"]) for c in relative} == {("tiny-gan", "fd"), ("tiny-gpt", "distinct_2")}
     base = manifest["gate"]["baseline"]["tiny-gan"]
-    yesterday = store.read_json("generated/_manifests", "run_date=2026-11-21.json")
+    yesterday = store.read_json("manifests/generated", "2026-11-21.json")
     assert base["run_date"] == "2026-11-21" and base["figures"] == yesterday["gate"]["figures"]["tiny-gan"]
     fd = next(c for c in relative if c["metric"] == "fd")
     assert fd["bound"] == pytest.approx(base["figures"]["fd"] * 11)
@@ -81,7 +81,7 @@ def test_a_refused_night_publishes_nothing_keeps_production_and_a_rerun_reuses_w
 
     store = _copy_of(tiny_night, tmp_path)
     production = registry.resolve(store, "tiny-gan").version
-    before = sorted(store.listdir("generated")), store.read_bytes("generated/_manifests", f"run_date={RUN_DATE}.json")
+    before = sorted(store.listdir("generated")), store.read_bytes("manifests/generated", f"{RUN_DATE}.json")
     new_seed = "models.0.seed=7"  # a config change: tonight trains a tiny-gan candidate
     with pytest.raises(NightRefused, match=r"2026-11-22 not published: .*tiny-gan: fd [\d.]+ > 0 \(absolute bound\)"):
         _night(store, "2026-11-22", [new_seed, "gate.absolute={fd: 0.0}"]).result()
@@ -89,9 +89,9 @@ def test_a_refused_night_publishes_nothing_keeps_production_and_a_rerun_reuses_w
     assert registry.resolve(store, "tiny-gan").version == production  # the candidate failed its evaluation
     candidates = [c["version"] for c, _ in registry.versions(store, "tiny-gan") if c["version"] != production]
     assert len(candidates) == 1 and store.exists("models", "tiny-gan", candidates[0], "evaluation.json")
-    assert (sorted(store.listdir("generated")), store.read_bytes("generated/_manifests", f"run_date={RUN_DATE}.json")) == before
-    assert not store.exists("generated", "run_date=2026-11-22") and not store.exists("generated/_rejected", "run_date=2026-11-22")
-    assert [e for e in store.listdir("generated/_staging") if "2026-11-22" in e] == []
+    assert (sorted(store.listdir("generated")), store.read_bytes("manifests/generated", f"{RUN_DATE}.json")) == before
+    assert not store.exists("generated", "date=2026-11-22") and not store.exists("rejects/generated", "date=2026-11-22")
+    assert [e for e in store.listdir("staging/generated") if "2026-11-22" in e] == []
     report = json.loads(store.read_bytes("reports", "run_date=2026-11-22", "report.json"))
     assert report["status"] == "refused" and "fd" in report["reason"]
     tiny_gan = next(m for m in report["models"] if m["name"] == "tiny-gan")
@@ -102,7 +102,7 @@ def test_a_refused_night_publishes_nothing_keeps_production_and_a_rerun_reuses_w
     states = _task_states(state.state_details.flow_run_id)
     assert states["curate-2026-11-22"] == "Cached" and states["train-tiny-gan"] == "Cached"
     assert night["status"] == "published" and registry.resolve(store, "tiny-gan").version == candidates[0]
-    assert store.read_json("generated/_manifests", "run_date=2026-11-22.json")["rows"] == 18
+    assert store.read_json("manifests/generated", "2026-11-22.json")["rows"] == 18
 
 
 def test_a_failing_stage_fails_the_flow_publishes_nothing_and_still_reports(tiny_night, tmp_path):
@@ -110,7 +110,7 @@ def test_a_failing_stage_fails_the_flow_publishes_nothing_and_still_reports(tiny
     missing = tmp_path / "no-such-briefs.parquet"
     with pytest.raises(FileNotFoundError):
         _night(store, "2026-11-23", [f"generate.request_tables=[{{path: {missing}}}]"]).result()
-    assert not store.exists("generated", "run_date=2026-11-23")
+    assert not store.exists("generated", "date=2026-11-23")
     report = json.loads(store.read_bytes("reports", "run_date=2026-11-23", "report.json"))
     assert report["status"] == "failed" and "FileNotFoundError" in report["reason"]
     assert [s["stage"] for s in report["stages"]][-1] == "generate" and report["stages"][-1]["note"].startswith("failed")
@@ -120,12 +120,12 @@ def test_re_running_a_night_replaces_its_partition_whole(tiny_night, tmp_path):
     import pandas as pd
 
     store = _copy_of(tiny_night, tmp_path)
-    before = set(store.listdir("generated", f"run_date={RUN_DATE}"))
+    before = set(store.listdir("generated", f"date={RUN_DATE}"))
     night = _night(store, RUN_DATE, ["generate.requests.0.per_label=2"]).result()  # 6 digits instead of 12
 
     assert night["status"] == "published"
-    rows = pd.read_parquet(store.path("generated", f"run_date={RUN_DATE}"))
+    rows = pd.read_parquet(store.path("generated", f"date={RUN_DATE}"))
     assert len(rows) == 6 + 6 and rows["id"].is_unique and (rows["modality"] == "image").sum() == 6
-    assert not before & set(store.listdir("generated", f"run_date={RUN_DATE}"))  # no file of the old partition left
-    assert store.read_json("generated/_manifests", f"run_date={RUN_DATE}.json")["rows"] == 12
+    assert not before & set(store.listdir("generated", f"date={RUN_DATE}"))  # no file of the old partition left
+    assert store.read_json("manifests/generated", f"{RUN_DATE}.json")["rows"] == 12
     assert json.loads(store.read_bytes("reports", f"run_date={RUN_DATE}", "report.json"))["generate"]["rows"] == 12

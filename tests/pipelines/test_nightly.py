@@ -13,7 +13,7 @@ from tests.conftest import RUN_DATE
 
 
 def published(store):
-    return pads.dataset(store.path("generated", f"run_date={RUN_DATE}"), format="parquet")
+    return pads.dataset(store.path("generated", f"date={RUN_DATE}"), format="parquet")
 
 
 def test_flow_returns_the_stage_summaries(tiny_night):
@@ -70,9 +70,9 @@ def test_every_row_carries_lineage_seed_and_provenance(tiny_night):
 
 def test_manifest_matches_the_files(tiny_night):
     _, store, _ = tiny_night
-    manifest = store.read_json("generated/_manifests", f"run_date={RUN_DATE}.json")
+    manifest = store.read_json("manifests/generated", f"{RUN_DATE}.json")
     assert manifest["rows"] == 18 and manifest["by_request"] == {"copy": 6, "digits": 12}
-    partition = store.path("generated", f"run_date={RUN_DATE}")
+    partition = store.path("generated", f"date={RUN_DATE}")
     assert sum(pq.read_metadata(f"{partition}/{f['path']}").num_rows for f in manifest["files"]) == 18
     assert set(manifest["models"]) == {"tiny-gan", "tiny-gpt"}
 
@@ -82,7 +82,7 @@ def test_other_readers_see_the_same_rows(tiny_night, ray_local):
     import ray
 
     _, store, _ = tiny_night
-    path = store.path("generated", f"run_date={RUN_DATE}")
+    path = store.path("generated", f"date={RUN_DATE}")
     assert len(pd.read_parquet(path)) == 18
     assert ray.data.read_parquet(path).count() == 18
 

@@ -87,14 +87,6 @@ def _aigc(*args: str, log: Path, prefect_api: str | None = None) -> tuple[int, s
     return code, out
 
 
-@pytest.fixture
-def prefect_api(prefect_server) -> str:
-    """The suite's Prefect server (a real one, shared by the whole session), for the CLI subprocesses."""
-    from prefect.settings import PREFECT_API_URL
-
-    return PREFECT_API_URL.value()
-
-
 def _write(config: dict, tmp_path: Path, tag: str) -> tuple[Path, Path]:
     cfg, root = tmp_path / f"{tag}.yaml", tmp_path / f"root-{tag}"
     cfg.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -102,7 +94,7 @@ def _write(config: dict, tmp_path: Path, tag: str) -> tuple[Path, Path]:
 
 
 def _rows(root: Path):
-    return pads.dataset(root / "generated" / f"run_date={DATE}", format="parquet").to_table(
+    return pads.dataset(root / "generated" / f"date={DATE}", format="parquet").to_table(
         columns=["id", "modality", "model_name", "model_family", "width", "height", "mode", "label", "text",
                  "sampler"]).to_pandas()
 
@@ -114,7 +106,7 @@ def _card(root: Path, model: str) -> dict:
 
 def _published_and_gated(root: Path, models: set[str]) -> dict:
     """The night's manifest, after checking that the gate judged every model's staged rows and the report exists."""
-    manifest = json.loads((root / "generated" / "_manifests" / f"run_date={DATE}.json").read_text())
+    manifest = json.loads((root / "manifests" / "generated" / f"{DATE}.json").read_text())
     gate = manifest["gate"]
     assert gate["passed"] and set(gate["figures"]) == models and set(gate["rows"]) == models
     assert (root / "reports" / f"run_date={DATE}" / "index.html").is_file()
@@ -176,7 +168,7 @@ def test_a_three_channel_unet_used_as_is_publishes_rgb_rows_that_regenerate(pret
     ids = [rows["id"].iloc[0], rows["id"].iloc[-1]]
     assert main(["regenerate", "--config", str(cfg), "--out", str(root), "--to", str(tmp_path / "re"),
                  *[a for i in ids for a in ("--id", i)]]) == 0  # 0: every row identical (pixels and PNG bytes)
-    published = pq.read_table(root / "generated" / f"run_date={DATE}", columns=["id", "image"]).to_pylist()
+    published = pq.read_table(root / "generated" / f"date={DATE}", columns=["id", "image"]).to_pylist()
     assert all((tmp_path / "re" / f"{r['id']}.png").read_bytes() == r["image"]["bytes"] for r in published if r["id"] in ids)
     print(f"faces night in-process and its regeneration: {time.time() - started:.0f}s")
 
@@ -209,10 +201,10 @@ def test_training_refuses_curated_data_that_does_not_fit_the_unet(pretrained, tm
     model = aigc_models.build("hf_diffusion", {"path": str(pretrained["digits"])})
     for preprocess, match in [({"resolution": 16, "channels": 1}, r"^preprocess\.resolution: .* 16x16 .* set preprocess\.resolution: 8"),
                               ({"resolution": 8, "channels": 3}, r"^preprocess\.channels: .* set preprocess\.channels: 1")]:
-        store.write_json({"preprocess": preprocess}, "curated", "v1", "_manifest.json")
+        store.write_json({"preprocess": preprocess}, "manifests/curated/v1.json")
         with pytest.raises(ValueError, match=match):
             check_data_fits_model(spec, model, store, "v1", ["0", "1"])
-    store.write_json({"preprocess": {"resolution": 8, "channels": 1}}, "curated", "v1", "_manifest.json")
+    store.write_json({"preprocess": {"resolution": 8, "channels": 1}}, "manifests/curated/v1.json")
     check_data_fits_model(spec, model, store, "v1", [str(i) for i in range(10)])
     with pytest.raises(ValueError, match=r"labels outside the model's classes: cat .*'classes'"):
         check_data_fits_model(spec, model, store, "v1", ["0", "cat"])

@@ -53,13 +53,13 @@ def write_partition(store: Store, run_date: str) -> None:
             add(id=f"txt-{prompt}-{i}", modality="text", text=text, prompt=prompt, request_id="r-txt",
                 model_name="txt-gpt")
     table = schema.table(rows, schema.GENERATED)
-    store.makedirs("generated", f"run_date={run_date}")
+    store.makedirs("generated", f"date={run_date}")
     # small row groups, so picks come from several of them
-    pq.write_table(table, store.path("generated", f"run_date={run_date}", "part-0.parquet"), row_group_size=5)
+    pq.write_table(table, store.path("generated", f"date={run_date}", "part-0.parquet"), row_group_size=5)
     refused = schema.table({"id": ["refused-0"], "modality": ["image"], "label": ["refused"], "model_name": ["img-gan"],
                             "image": [{"bytes": encode_png(tile((255, 0, 0), 0)), "path": None}]}, schema.GENERATED)
-    store.makedirs("generated", f"run_date={run_date}", "_rejected")  # as in a staging folder: never shown
-    pq.write_table(refused, store.path("generated", f"run_date={run_date}", "_rejected", "part-0.parquet"))
+    store.makedirs("generated", f"date={run_date}", "_rejected")  # as in a staging folder: never shown
+    pq.write_table(refused, store.path("generated", f"date={run_date}", "_rejected", "part-0.parquet"))
 
 
 def write_metrics(store: Store, model: str, version: str) -> None:
@@ -115,7 +115,7 @@ def reports(tmp_path_factory):
     write_partition(store, NIGHTS[1])
     write_metrics(store, "img-gan", "v2")
     first, second = night(NIGHTS[0], fd=10.0), night(NIGHTS[1], fd=8.0)
-    paths = [write_report(store, first, None), write_report(store, second, f"generated/run_date={NIGHTS[1]}")]
+    paths = [write_report(store, first, None), write_report(store, second, f"generated/date={NIGHTS[1]}")]
     return store, (first, second), paths
 
 

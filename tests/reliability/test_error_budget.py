@@ -26,8 +26,8 @@ def test_preprocess_over_its_error_budget_publishes_nothing(tmp_path, ray_local)
     with pytest.raises(ErrorBudgetExceeded, match=r"preprocess\.max_reject_share: 2 of 10 inputs rejected "
                                                   r"\(20\.0% > 10\.0%; undecodable 2\); nothing was published"):
         run_preprocess(source, PreprocessSpec(resolution=16, max_reject_share=0.1), store)
-    assert [e for e in store.listdir("curated") if not e.startswith("_")] == []  # no version, no _latest pointer
-    assert [e for e in store.listdir("curated", "_staging")] == []  # and no staging left behind
+    assert store.listdir("curated") == [] and store.listdir("manifests", "curated") == []  # no version, no latest pointer
+    assert [e for e in store.listdir("staging", "curated")] == []  # and no staging left behind
 
     result = run_preprocess(source, PreprocessSpec(resolution=16, max_reject_share=0.2), store)  # within budget
     assert result.counts["accepted"] == 8 and result.counts["rejected"] == 2
@@ -44,6 +44,6 @@ def test_generation_over_its_error_budget_publishes_nothing(tiny_night):
     with pytest.raises(ErrorBudgetExceeded, match=r"generate\.filters\.max_reject_share: \d+ of 18 generated rows "
                                                   r"rejected .*low_label_confidence"):
         run_generation(spec, store, date, cfg.name)
-    assert not store.exists("generated", f"run_date={date}") and not store.exists("generated/_rejected", f"run_date={date}")
-    assert not store.exists("generated/_manifests", f"run_date={date}.json")
-    assert [e for e in store.listdir("generated", "_staging") if date in e] == []
+    assert not store.exists("generated", f"date={date}") and not store.exists("rejects/generated", f"date={date}")
+    assert not store.exists("manifests/generated", f"{date}.json")
+    assert [e for e in store.listdir("staging", "generated") if date in e] == []

@@ -14,7 +14,7 @@ def _content(store, date):
     """id -> hash of the pixels or text (PNG bytes carry the night's provenance time, so not those)."""
     from jobs.images import decode_png
 
-    df = pd.read_parquet(store.path("generated", f"run_date={date}"))
+    df = pd.read_parquet(store.path("generated", f"date={date}"))
     blob = lambda r: decode_png(r["image"]["bytes"]).tobytes() if r["modality"] == "image" else r["text"].encode()  # noqa: E731
     out = {r["id"]: hashlib.sha256(blob(r)).hexdigest() for _, r in df.iterrows()}
     assert out == dict(zip(df["id"], df["content_sha256"]))  # the column every row carries says the same
@@ -25,12 +25,12 @@ def test_a_finished_date_is_not_regenerated_and_a_damaged_one_is(tiny_night):
     cfg, store, _ = tiny_night
     date = "2026-06-01"
     first = run_generation(cfg.generate, store, date, cfg.name)
-    files, content = store.files("generated", f"run_date={date}"), _content(store, date)
+    files, content = store.files("generated", f"date={date}"), _content(store, date)
 
     again = run_generation(cfg.generate, store, date, cfg.name)
     assert again.reused and again.rows == first.rows == len(content) == 18
-    assert again.manifest == store.read_json("generated/_manifests", f"run_date={date}.json") == first.manifest
-    assert store.files("generated", f"run_date={date}") == files and _content(store, date) == content
+    assert again.manifest == store.read_json("manifests/generated", f"{date}.json") == first.manifest
+    assert store.files("generated", f"date={date}") == files and _content(store, date) == content
 
     store.fs.delete_file(files[0])  # a partition that lost a file is not "done": it is generated again, whole
     healed = run_generation(cfg.generate, store, date, cfg.name)
@@ -45,13 +45,13 @@ def test_re_running_a_committed_night_through_the_flow_regenerates_nothing(tiny_
     _, source, _ = tiny_night
     store = Store(str(tmp_path / "root"))
     shutil.copytree(source.root, store.root, ignore=shutil.ignore_patterns("checkpoints"))
-    manifest = store.read_json("generated/_manifests", f"run_date={RUN_DATE}.json")
-    files = store.files("generated", f"run_date={RUN_DATE}")
+    manifest = store.read_json("manifests/generated", f"{RUN_DATE}.json")
+    files = store.files("generated", f"date={RUN_DATE}")
 
     night = nightly_flow(as_dict(load_config(TINY_CONFIG, output=store.root)), RUN_DATE)
     assert night["status"] == "published" and night["generate"]["reused"]
-    assert store.read_json("generated/_manifests", f"run_date={RUN_DATE}.json") == manifest
-    assert store.files("generated", f"run_date={RUN_DATE}") == files
+    assert store.read_json("manifests/generated", f"{RUN_DATE}.json") == manifest
+    assert store.files("generated", f"date={RUN_DATE}") == files
     generate = next(s for s in night["stages"] if s["stage"] == "generate")
     assert generate["rows"] == 0 and "nothing regenerated" in generate["note"]
     assert [s["stage"] for s in night["stages"]] == ["preprocess", "generate"]  # no training, gate or publish

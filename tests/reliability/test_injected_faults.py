@@ -18,7 +18,7 @@ def _published_files(store, date):
     """Every file a reader listing the partition sees (not only *.parquet)."""
     import pyarrow.fs as pafs
 
-    infos = store.fs.get_file_info(pafs.FileSelector(store.path("generated", f"run_date={date}"), recursive=True))
+    infos = store.fs.get_file_info(pafs.FileSelector(store.path("generated", f"date={date}"), recursive=True))
     return [i.path for i in infos if i.type == pafs.FileType.File]
 
 
@@ -34,13 +34,13 @@ def test_a_killed_generation_actor_loses_and_duplicates_nothing(tiny_night, tmp_
     result = run_generation(spec, store, date, cfg.name)
 
     assert faults.fired(marker) == 1  # the actor really died once
-    rows = pd.read_parquet(store.path("generated", f"run_date={date}"))
+    rows = pd.read_parquet(store.path("generated", f"date={date}"))
     assert len(rows) == 400 and rows["id"].is_unique and result.rows == 400
     assert result.manifest["generated"] == 400 and result.manifest["rejected"] == 0
     files = _published_files(store, date)
     assert files and all(f.endswith(".parquet") and ".tmp-" not in f for f in files)
     assert sum(pq.read_metadata(f).num_rows for f in files) == 400  # every file is whole
-    assert not [e for e in store.listdir("generated", "_staging") if date in e]
+    assert not [e for e in store.listdir("staging", "generated") if date in e]
 
 
 def test_a_stage_failing_after_its_side_effect_is_retried_and_commits_once(tiny_night, tmp_path, monkeypatch):
@@ -62,9 +62,9 @@ def test_a_stage_failing_after_its_side_effect_is_retried_and_commits_once(tiny_
     night = state.result()
 
     assert faults.fired(marker) == 2 and night["status"] == "published"
-    rows = pd.read_parquet(store.path("generated", "run_date=2026-08-02"))
+    rows = pd.read_parquet(store.path("generated", "date=2026-08-02"))
     assert len(rows) == 18 and rows["id"].is_unique
-    manifest = store.read_json("generated/_manifests", "run_date=2026-08-02.json")
+    manifest = store.read_json("manifests/generated", "2026-08-02.json")
     assert manifest["resumed"]["rows_found"] == 18  # the retries found the rows already written: none regenerated
     assert manifest["rows"] == 18 and manifest["generated"] == 18
 

@@ -161,7 +161,7 @@ def _check(tmp_path: Path, result, bad: dict[str, str], reasons: Counter, units:
     assert c["inputs"] == units == c["accepted"] + c["rejected"]  # accepted + quarantined = what was planted
     assert c["by_reason"] == dict(reasons)
     curated = tmp_path / "out" / "curated" / result.dataset_version
-    rejects = pads.dataset(curated / "rejects").to_table().to_pandas()
+    rejects = pads.dataset(tmp_path / "out" / "rejects" / "curated" / result.dataset_version).to_table().to_pandas()
     assert len(rejects) == c["rejected"]
     assert rejects[["id", "source", "stage", "reason"]].notna().all().all() and rejects["id"].is_unique
     photos = rejects[rejects.source.str.startswith("image_folder:")].set_index("input_ref")

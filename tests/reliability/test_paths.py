@@ -103,7 +103,7 @@ def test_files_and_table_cells_outside_the_roots_are_quarantined_not_opened(tree
     result = run_preprocess(sources, PreprocessSpec(resolution=16), store, policy=PathPolicy((str(root),)))
     c = result.counts
     assert c["inputs"] == c["accepted"] + c["rejected"]
-    rejects = pd.read_parquet(store.path("curated", result.dataset_version, "rejects"))
+    rejects = pd.read_parquet(store.path("rejects", "curated", result.dataset_version))
     outside = rejects[rejects["reason"] == "path_not_allowed"]
     # the folder's link to secret/, the text link to secret/key.txt, and three table cells outside the root
     assert len(outside) == 5 and c["by_reason"]["path_not_allowed"] == 5

@@ -97,7 +97,8 @@ def test_a_killed_training_driver_resumes_after_its_last_checkpoint(tiny_night, 
 
     _, source, _ = tiny_night
     store = Store(str(tmp_path / "root"))
-    shutil.copytree(source.path("curated"), store.path("curated"))
+    for area in ("curated", "manifests/curated"):  # a curated version and its manifest (jobs.layout)
+        shutil.copytree(source.path(area), store.path(area))
     marker = tmp_path / "fault"
     env = {**os.environ, "AIGC_FAULT": "train-driver-kill:1:5", "AIGC_FAULT_MARKER": str(marker)}
     log = tmp_path / "driver.log"  # a file, not a pipe: the dead driver's Ray processes hold pipes open
