@@ -59,6 +59,24 @@ def _features_of(store: Store, folder: str) -> list[dict[str, Any]] | None:
     return yaml_features(schema.hf_features(arrow))
 
 
+def _info(store: Store, folder: str, splits: list[tuple[str, str]], nights: list | None = None) -> dict[str, Any]:
+    """A config's ``dataset_info``: features, and each split's rows and bytes. The sizes are not decoration:
+    ``datasets`` caches a dataset whose configs come from a card by the card's configs and infos only, not
+    by its files, so a card whose sizes did not change would hand back yesterday's rows after a new night.
+    ``nights``: the generated manifests (their row and byte counts, instead of reading every footer)."""
+    out: dict[str, Any] = {"features": _features_of(store, folder), "splits": []}
+    for name, sub in splits:
+        if nights is not None:
+            rows, size = sum(n.get("rows", 0) for n in nights), sum(f.get("bytes", 0) for n in nights for f in n.get("files", []))
+        else:
+            files = store.files(folder, sub, suffix=".parquet") if sub else store.files(folder, suffix=".parquet")
+            rows = sum(pq.read_metadata(f, filesystem=store.fs).num_rows for f in files)
+            size = sum(i.size for i in store.fs.get_file_info(files)) if files else 0
+        out["splits"].append({"name": name, "num_bytes": int(size), "num_examples": int(rows)})
+    out["download_size"] = out["dataset_size"] = sum(sp["num_bytes"] for sp in out["splits"])
+    return out
+
+
 def _nights(store: Store) -> list[dict[str, Any]]:
     return [store.read_json(layout.generated_manifest(d)) for d in layout.published_dates(store)]
 
@@ -79,7 +97,7 @@ def _configs(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if layout.published_dates(store):
         configs.append({"config_name": "generated", "default": True,
                         "data_files": [{"split": "train", "path": f"{layout.GENERATED}/{layout.PARTITION_KEY}=*/*.parquet"}]})
-        info.append({"config_name": "generated", "features": _features_of(store, layout.GENERATED)})
+        info.append({"config_name": "generated", **_info(store, layout.GENERATED, [("train", "")], _nights(store))})
     version = _latest_curated(store)
     if version and layout.published(store, layout.CURATED, version):
         splits = [{"split": name, "path": f"{layout.curated(version)}/{folder}/*.parquet"}
@@ -87,13 +105,14 @@ def _configs(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                   if store.files(layout.curated(version), folder, suffix=".parquet")]
         if splits:
             configs.append({"config_name": "curated", "data_files": splits})
-            info.append({"config_name": "curated", "features": _features_of(store, layout.curated(version))})
+            info.append({"config_name": "curated", **_info(store, layout.curated(version),
+                                                           [(sp["split"], sp["path"].split("/")[-2]) for sp in splits])})
     mixes = _versions(store, layout.AUGMENTED)
     if mixes:
         mix = mixes[-1]["mix_version"]
         configs.append({"config_name": "augmented",
                         "data_files": [{"split": "train", "path": f"{layout.augmented(mix)}/**/*.parquet"}]})
-        info.append({"config_name": "augmented", "features": _features_of(store, layout.augmented(mix))})
+        info.append({"config_name": "augmented", **_info(store, layout.augmented(mix), [("train", "")])})
     return configs, [i for i in info if i["features"]]
 
 
@@ -122,7 +141,7 @@ def write_cards(store: Store, card: CardSpec, name: str) -> str:
     if nights:
         _write_yaml(store, layout.GENERATED, _head(
             card, name, generated_rows, _one_config(("train", f"{layout.PARTITION_KEY}=*/*.parquet")),
-            {"features": _features_of(store, layout.GENERATED)}))
+            _info(store, layout.GENERATED, [("train", "")], nights)))
     curated = _versions(store, layout.CURATED)
     for m in curated:
         folder = layout.curated(m["dataset_version"])
@@ -131,13 +150,13 @@ def write_cards(store: Store, card: CardSpec, name: str) -> str:
         if splits and not store.exists(folder, ".huggingface.yaml"):
             rows = m["counts"]["train"] + m["counts"].get("augmented", 0) + m["counts"]["val"]
             _write_yaml(store, folder, _head(card, f"{name} curated {m['dataset_version']}", rows, _one_config(*splits),
-                                             {"features": _features_of(store, folder)}))
+                                             _info(store, folder, [(sp, path.split("/")[0]) for sp, path in splits])))
     mixes = _versions(store, layout.AUGMENTED)
     for m in mixes:
         folder = layout.augmented(m["mix_version"])
         if not store.exists(folder, ".huggingface.yaml"):
             _write_yaml(store, folder, _head(card, f"{name} augmented {m['mix_version']}", m["counts"]["rows"],
-                                             _one_config(("train", "**/*.parquet")), {"features": _features_of(store, folder)}))
+                                             _one_config(("train", "**/*.parquet")), _info(store, folder, [("train", "")])))
     configs, info = _configs(store)
     header = yaml.safe_dump(_head(card, name, generated_rows, configs, info), sort_keys=False, allow_unicode=True)
     store.write_bytes(f"---\n{header}---\n\n{_body(store, card, name, nights, curated, mixes)}".encode(), "README.md")

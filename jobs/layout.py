@@ -142,6 +142,8 @@ def migrate(store: Store) -> list[str]:
     for area in (GENERATED, CURATED, AUGMENTED):
         for leftover in ("_staging", "_rejected", "_manifests"):
             store.delete(area, leftover)
+    for model in store.listdir("models"):
+        store.delete("models", model, "_staging")
     store.write_json({**info, "layout": LAYOUT_VERSION}, "_root.json")
     return moved
 

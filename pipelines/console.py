@@ -133,7 +133,7 @@ class Console:
         state["last"], state["finished"], state["shown"] = now, done >= total, done
         t0, d0 = state["first"]
         rate = (done - d0) / max(now - t0, 1e-9)
-        left = f", about {int((total - done) / rate)} s left" if rate > 0 and done < total else ""
+        left = f", about {int((total - done) / rate)} s left" if rate > 0 and (total - done) / rate >= 1 else ""
         self.line(f"  {task}: {done:,}/{total:,} {unit} ({done / total:.0%}){f', {rate:.1f} {unit}/s' if rate > 0 else ''}{left}")
 
 

@@ -40,16 +40,25 @@ def root(tiny_night, tmp_path_factory):
     filters = FilterSpec(min_label_confidence=None, near_copy=False, min_contrast=None, max_repetition=None,
                          max_training_overlap=None, min_chars=9, top_up=False)
     spec = cfg.generate.model_copy(update={"requests": requests, "filters": filters})
-    expected, refused = {}, {}
+    expected, refused, seen = {}, {}, []
+    cache = str(tmp_path_factory.mktemp("hf-cache"))  # one cache across the nights, as a user's ~/.cache has
     for night in NIGHTS:
         result = run_generation(spec, store, night, cfg.name)
         assert result.rows == 6 and result.rejected == 2
         expected[night] = _ids(store, layout.generated(night), [f["path"] for f in result.manifest["files"]])
         refused[night] = _ids(store, layout.generated_rejects(night),
                               store.listdir(layout.generated_rejects(night)))
+        write_cards(store, CardSpec(license="cc-by-4.0", tags=["digits"]), cfg.name)  # as every publish does
+        seen.append(_hf_ids(store.path("generated"), cache))
     mix = build_mixture(MixSpec(synthetic_ratio=0.5, dates=list(NIGHTS)), store)
     write_cards(store, CardSpec(license="cc-by-4.0", tags=["digits"]), cfg.name)
-    return store, expected, refused, mix
+    return store, expected, refused, mix, seen
+
+
+def _hf_ids(path: str, cache: str) -> set[str]:
+    import datasets
+
+    return set(datasets.load_dataset(path, split="train", cache_dir=cache)["id"])
 
 
 def _published(expected: dict[str, set[str]]) -> set[str]:
@@ -57,7 +66,7 @@ def _published(expected: dict[str, set[str]]) -> set[str]:
 
 
 def test_the_dataset_root_holds_published_rows_and_its_card_header_only(root):
-    store, expected, refused, _ = root
+    store, expected, refused, _, _ = root
     entries = sorted(store.listdir("generated"))
     assert entries == [".huggingface.yaml"] + [f"date={n}" for n in NIGHTS]
     for night in NIGHTS:
@@ -66,10 +75,17 @@ def test_the_dataset_root_holds_published_rows_and_its_card_header_only(root):
     assert sorted(store.listdir("manifests", "generated")) == [f"{n}.json" for n in NIGHTS]
 
 
+def test_datasets_never_hands_back_yesterdays_rows(root):
+    """``datasets`` caches a card-configured dataset by its card; the card's sizes change with every night,
+    so a load after the second night sees both nights, from the same cache as the first load."""
+    _, expected, _, _, seen = root
+    assert seen == [expected[NIGHTS[0]], expected[NIGHTS[0]] | expected[NIGHTS[1]]]
+
+
 def test_pandas(root):
     import pandas as pd
 
-    store, expected, _, _ = root
+    store, expected, _, _, _ = root
     df = pd.read_parquet(store.path("generated"))
     assert len(df) == len(_published(expected)) and set(df["id"]) == _published(expected)
     assert all(isinstance(d, datetime.date) for d in df["run_date"])
@@ -81,7 +97,7 @@ def test_pandas(root):
 def test_pyarrow_hive(root):
     import pyarrow.dataset as pads
 
-    store, expected, _, _ = root
+    store, expected, _, _, _ = root
     table = pads.dataset(store.path("generated"), partitioning="hive").to_table()
     assert table.schema.field("run_date").type == pa.date32()
     assert sorted(table.column("id").to_pylist()) == sorted(_published(expected))
@@ -90,7 +106,7 @@ def test_pyarrow_hive(root):
 def test_polars_hive(root):
     import polars as pl
 
-    store, expected, _, _ = root
+    store, expected, _, _, _ = root
     df = pl.scan_parquet(f"{store.path('generated')}/**/*.parquet", hive_partitioning=True).collect()
     assert df.schema["run_date"] == pl.Date
     assert sorted(df["id"].to_list()) == sorted(_published(expected))
@@ -100,7 +116,7 @@ def test_polars_hive(root):
 def test_duckdb_hive(root):
     import duckdb
 
-    store, expected, _, _ = root
+    store, expected, _, _, _ = root
     rel = duckdb.sql(f"select id, run_date, typeof(run_date) as t from "
                      f"read_parquet('{store.path('generated')}/**/*.parquet', hive_partitioning=true)")
     rows = rel.fetchall()
@@ -111,7 +127,7 @@ def test_duckdb_hive(root):
 def test_ray_data(root, ray_local):
     import ray
 
-    store, expected, _, _ = root
+    store, expected, _, _, _ = root
     ds = ray.data.read_parquet(store.path("generated"))
     schema = ds.schema()
     assert schema.types[schema.names.index("run_date")] == pa.date32()
@@ -122,7 +138,7 @@ def test_hugging_face_datasets_reads_the_root_the_card_and_pictures(root, tmp_pa
     import datasets
     from PIL import Image
 
-    store, expected, _, mix = root
+    store, expected, _, mix, _ = root
     cache = str(tmp_path / "hf")
     generated = datasets.load_dataset(store.path("generated"), split="train", cache_dir=cache)
     assert sorted(generated["id"]) == sorted(_published(expected))
@@ -149,7 +165,7 @@ def test_hugging_face_datasets_reads_the_root_the_card_and_pictures(root, tmp_pa
 def test_curated_and_mix_roots_read_with_pandas_without_rejects(root):
     import pandas as pd
 
-    store, _, _, mix = root
+    store, _, _, mix, _ = root
     version = store.read_json(layout.CURATED_LATEST)["dataset_version"]
     counts = store.read_json(layout.manifest("curated", version))["counts"]
     curated = pd.read_parquet(store.path("curated", version))
@@ -163,7 +179,7 @@ def test_curated_and_mix_roots_read_with_pandas_without_rejects(root):
 def test_the_card_says_what_the_data_is(root):
     import yaml
 
-    store, expected, refused, _ = root
+    store, expected, refused, _, _ = root
     text = store.read_bytes("README.md").decode()
     _, header, body = text.split("---\n", 2)
     head = yaml.safe_load(header)
@@ -194,7 +210,7 @@ def test_a_root_in_the_old_layout_is_moved_on_first_use(root, tmp_path):
     manifests inside the dataset roots. ``open_root`` moves it, once, and the readers see the same rows."""
     import pandas as pd
 
-    store, expected, refused, _ = root
+    store, expected, refused, _, _ = root
     old = Store(str(tmp_path / "old"))
     shutil.copytree(store.root, old.root)
     version = old.read_json(layout.CURATED_LATEST)["dataset_version"]
