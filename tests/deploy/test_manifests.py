@@ -21,7 +21,9 @@ def _yaml(name):
 def _gpu_capacity(spec):
     """(GPU workers at most, GPUs per worker pod) of a RayCluster spec's GPU groups."""
     total = 0
+    assert spec["workerGroupSpecs"], "no worker groups"
     for group in spec["workerGroupSpecs"]:
+        assert group["template"]["spec"]["containers"], group.get("groupName")
         for c in group["template"]["spec"]["containers"]:
             gpus = int(c["resources"]["limits"].get("nvidia.com/gpu", 0))
             assert gpus == int(c["resources"]["requests"].get("nvidia.com/gpu", 0)), "GPU requests must equal limits"
@@ -52,7 +54,9 @@ def test_dockerfile_pins_the_versions_the_project_is_tested_with():
     base = re.search(r"^FROM rayproject/ray:(\S+?)-py(\d)(\d+)-cu", text, re.M)
     assert base and base.group(1) == version("ray") and (base.group(2), base.group(3)) == ("3", "11")
     assert f'"ray[default,data,train]=={version("ray")}"' in text and f'"prefect=={version("prefect")}"' in text
-    for path in re.findall(r"^COPY (?:--\S+ )*(\S+) ", text, re.M):
+    copied = re.findall(r"^COPY (?:--\S+ )*(\S+) ", text, re.M)
+    assert copied  # a Dockerfile that copies nothing of the project checks nothing here
+    for path in copied:
         assert (ROOT / path).exists(), path
 
 
@@ -71,6 +75,7 @@ def test_prefect_deployments_point_at_a_real_flow_with_the_configs_schedule():
 
     doc = _yaml("prefect.yaml")
     assert doc["prefect-version"] == version("prefect")
+    assert doc["deployments"]
     for d in doc["deployments"]:
         module, name = d["entrypoint"].split(":")
         assert (ROOT / module).is_file()

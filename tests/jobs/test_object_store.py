@@ -5,6 +5,7 @@ every byte goes over HTTP to the server.
 Run: ``python -m pytest tests/jobs/test_object_store.py``
 """
 
+import hashlib
 import json
 
 import pyarrow.dataset as pads
@@ -177,7 +178,9 @@ def test_nightly_flow_with_root_on_s3(s3_root, ray_local, prefect_server):
         ref = registry.resolve(store, name)  # through production.json
         assert ref.version == trained["model"]["version"] and store.exists(ref.path, "metrics.parquet")
         model = registry.load(store, ref)  # weights fetched from S3
-        assert isinstance(model, aigc_models.GenerativeModel)
+        assert isinstance(model, aigc_models.GenerativeModel) and model.num_parameters() == ref.card["parameters"]
+        weights = store.read_bytes(ref.path, "model.safetensors")  # the very file the card's checksum names
+        assert hashlib.sha256(weights).hexdigest() == ref.card["checkpoint_sha256"]
         run = ref.card["ray_train_run"]  # Ray Train wrote its checkpoints to the bucket
         assert not store.exists("checkpoints", name, "_active.json")
         checkpoints = [p for p in store.files("checkpoints", name, run) if p.endswith("/model.safetensors")]

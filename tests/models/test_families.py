@@ -93,6 +93,12 @@ def test_sampling_is_seeded_typed_and_batch_invariant(family, threads, monkeypat
         assert together[0] != together[4]  # the same prompt with another seed
     again = model.sample(conditions[:1], seeds[:1], **sampler)[0]
     assert np.array_equal(again, together[0]) if model.modality == "image" else again == together[0]
+    if model.modality == "image":  # and the real rounding: uint8 [H, W, C], (x + 1) * 127.5 rounded half to even
+        monkeypatch.undo()
+        real = model.sample(conditions[:3], seeds[:3], **sampler)
+        expected = [np.round((np.clip(f, -1, 1) + 1) * np.float32(127.5)).astype(np.uint8) for f in together[:3]]
+        assert all(r.dtype == np.uint8 and r.shape == (16, 16, 1) for r in real)
+        assert all(np.array_equal(r, e) for r, e in zip(real, expected))
 
 
 def test_ddim_steps_eta_and_guidance():

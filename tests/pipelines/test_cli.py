@@ -75,6 +75,7 @@ def test_train_leaves_production_alone_unless_promote(tiny_night, capsys):
 
     cfg, store, _ = tiny_night
     current = registry.resolve(store, "tiny-gpt").version
+    before = {card["version"] for card, _ in registry.versions(store, "tiny-gpt")}
     args = ["train", "--model", "tiny-gpt", "--config", str(TINY_CONFIG), "--out", store.root]
     try:
         assert main(args) == 0
@@ -84,8 +85,12 @@ def test_train_leaves_production_alone_unless_promote(tiny_night, capsys):
         assert "(production)" in capsys.readouterr().out
         newest = registry.versions(store, "tiny-gpt")[-1][0]["version"]
         assert registry.resolve(store, "tiny-gpt").version == newest != current
-    finally:
+    finally:  # the shared registry as it was: later tests must not meet these versions
         registry.promote_version(store, "tiny-gpt", current)
+        for card, _ in registry.versions(store, "tiny-gpt"):
+            if card["version"] not in before:
+                store.delete("models", "tiny-gpt", card["version"])
+        assert {card["version"] for card, _ in registry.versions(store, "tiny-gpt")} == before
 
 
 def test_regenerate_rebuilds_published_rows_byte_for_byte(tiny_night, tmp_path, capsys):

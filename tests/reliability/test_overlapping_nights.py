@@ -12,6 +12,7 @@ import pytest
 
 from jobs.lease import LOCK, NightLocked, night_lease
 from jobs.storage import Store
+from tests.conftest import TINY_CONFIG
 
 
 def test_a_second_night_on_the_same_root_is_refused_while_the_first_holds_the_lease(tmp_path):
@@ -56,11 +57,20 @@ def test_the_nightly_flow_refuses_to_start_beside_a_running_night(tmp_path, pref
 
 
 def _local_days(cron: str, tz: str, start: date, days: int) -> list[datetime]:
+    """The run times of the deployment ``aigc serve`` builds from a config with this schedule (Prefect's
+    server computes the dates of the schedule the deployment carries)."""
     from prefect.server.schemas.schedules import CronSchedule
 
+    from pipelines.config import load_config
+    from pipelines.schedule import build_deployment
+
+    cfg = load_config(TINY_CONFIG, [f"schedule.cron={cron}", f"schedule.timezone={tz}"])
+    (deployed,) = build_deployment(cfg).schedules
+    assert (deployed.schedule.cron, deployed.schedule.timezone) == (cron, tz)
     zone = ZoneInfo(tz)
     first = datetime(start.year, start.month, start.day, tzinfo=zone)
-    dates = CronSchedule(cron=cron, timezone=tz).get_dates(n=days + 5, start=first, end=first + timedelta(days=days))
+    dates = CronSchedule(cron=deployed.schedule.cron, timezone=deployed.schedule.timezone,
+                         day_or=deployed.schedule.day_or).get_dates(n=days + 5, start=first, end=first + timedelta(days=days))
     dates = asyncio.run(dates) if inspect.isawaitable(dates) else dates
     return [d.astimezone(zone) for d in dates]
 

@@ -53,14 +53,14 @@ def test_property_every_accepted_path_resolves_under_the_root(tree, parts, as_ur
     policy = PathPolicy((str(root),))
     joined = "/".join(parts)
     path = f"file://{root}/{joined}" if as_uri else f"{root}/{joined}"
-    if policy.allows(path):
-        from urllib.parse import unquote
+    from urllib.parse import unquote
 
-        local = path[len("file://"):] if as_uri else path
-        while as_uri and unquote(local) != local:
-            local = unquote(local)
-        real = os.path.realpath(local)
-        assert real == str(root.resolve()) or real.startswith(str(root.resolve()) + os.sep), (path, real)
+    local = path[len("file://"):] if as_uri else path  # what the OS would open: a URI's path decoded until stable
+    while as_uri and unquote(local) != local:
+        local = unquote(local)
+    real = os.path.realpath(local)
+    inside = real == str(root.resolve()) or real.startswith(str(root.resolve()) + os.sep)
+    assert policy.allows(path) == inside, (path, real)  # both ways: a policy refusing everything fails too
 
 
 def test_config_paths_outside_the_roots_are_config_errors_naming_the_key(tree):

@@ -122,7 +122,9 @@ def test_a_killed_training_driver_resumes_after_its_last_checkpoint(tiny_night, 
         assert aigc_models.load(f"{folder}/model.safetensors").family == "dcgan"
         state = aigc_models.load_state(f"{folder}/train_state.safetensors")
         assert len(state["rng"]) == 2 and set(state["optimizers"]) == {"discriminator", "generator"}
-        assert len(aigc_models.load_state(f"{folder}/progress.safetensors")) >= 0
+        progress = aigc_models.load_state(f"{folder}/progress.safetensors")  # one sample grid per completed epoch
+        assert [int(p["epoch"]) for p in progress] == list(range(1, int(state["epoch"]) + 1))
+        assert all(int(p["step"]) <= int(state["step"]) and len(p["images"]) for p in progress)
         steps.append(state["step"])
     assert max(steps) >= 5 and not store.exists("models", "tiny-gan")  # the killed run published nothing
 

@@ -71,19 +71,60 @@ def test_training_state_round_trips_tensors_ints_and_tuples(tmp_path):
     assert back["resumed_from"] is None and back["epoch"] == 2
 
 
+UNPICKLERS = {"torch.load", "torch.serialization.load", "pickle.load", "pickle.loads", "pickle.Unpickler",
+              "cloudpickle.load", "cloudpickle.loads", "dill.load", "dill.loads", "joblib.load", "pandas.read_pickle",
+              "_pickle.load", "_pickle.loads"}
+
+
+def unpickling_calls(source: str) -> list[int]:
+    """Lines of ``source`` that call something that unpickles, whatever it was imported as: ``import pickle as
+    p; p.loads``, ``from torch import load``, ``torch.serialization.load``, ``pd.read_pickle``, and
+    ``numpy.load`` given ``allow_pickle``."""
+    names: dict[str, str] = {}  # local name -> what it is
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                names[(a.asname or a.name).split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for a in node.names:
+                names[a.asname or a.name] = f"{node.module}.{a.name}"
+
+    def dotted(expr: ast.AST) -> str | None:
+        parts = []
+        while isinstance(expr, ast.Attribute):
+            parts.append(expr.attr)
+            expr = expr.value
+        if not isinstance(expr, ast.Name):
+            return None
+        return ".".join([names.get(expr.id, expr.id), *reversed(parts)])
+
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and (name := dotted(node.func)):
+            if name in UNPICKLERS or (name == "numpy.load" and any(k.arg == "allow_pickle" for k in node.keywords)):
+                lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize("snippet", [
+    "import torch\ntorch.load(f)", "from torch import load\nload(f)", "from torch import load as l\nl(f)",
+    "import pickle as p\np.loads(b)", "from pickle import loads\nloads(b)", "import pandas as pd\npd.read_pickle(f)",
+    "import torch\ntorch.serialization.load(f)", "import numpy as np\nnp.load(f, allow_pickle=True)",
+    "import torch.serialization\ntorch.serialization.load(f)", "import joblib\njoblib.load(f)"])
+def test_the_scan_finds_every_spelling_of_an_unpickling_call(snippet):
+    assert unpickling_calls(snippet) == [2]
+
+
+def test_the_scan_leaves_safe_loads_alone():
+    assert unpickling_calls("import json, numpy as np\nfrom safetensors.torch import load_file\n"
+                            "json.load(f); np.load(f); load_file(p); pd_read = 1") == []
+
+
 def test_no_code_path_unpickles_and_torch_is_recent_enough():
-    """``torch.load``, ``pickle.load(s)`` and ``numpy.load(allow_pickle=...)`` appear nowhere in the package."""
-    calls = []
-    for package in ("aigc_models", "jobs", "pipelines"):
-        for path in (REPO / package).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-                    owner = getattr(node.func.value, "id", None)
-                    if (owner, node.func.attr) in {("torch", "load"), ("pickle", "load"), ("pickle", "loads"),
-                                                   ("cloudpickle", "loads"), ("dill", "load"), ("joblib", "load")}:
-                        calls.append(f"{path.relative_to(REPO)}:{node.lineno}")
-                    if node.func.attr == "load" and any(k.arg == "allow_pickle" for k in node.keywords):
-                        calls.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    """No call that unpickles appears anywhere in the package, under any import spelling."""
+    calls = [f"{path.relative_to(REPO)}:{line}" for package in ("aigc_models", "jobs", "pipelines")
+             for path in sorted((REPO / package).rglob("*.py")) for line in unpickling_calls(path.read_text())]
     assert calls == []
     major, minor = (int(x) for x in torch.__version__.split(".")[:2])
     assert (major, minor) >= (2, 6)  # weights_only by default; older torch.load runs pickles
