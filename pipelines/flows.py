@@ -69,9 +69,13 @@ RETRY_DELAYS = [int(x) for x in os.environ.get("AIGC_RETRY_DELAYS", "5,30").spli
 RETRIES = {"retries": len(RETRY_DELAYS), "retry_delay_seconds": RETRY_DELAYS, "retry_condition_fn": retry_transient}
 
 
-def today(cfg: PipelineConfig) -> str:
-    """Today's date in the schedule's timezone: the partition a night writes by default."""
-    return datetime.now(ZoneInfo(cfg.schedule.timezone)).date().isoformat()
+def scheduled_date(cfg: PipelineConfig) -> str:
+    """The partition a run without a date writes: the day its flow run was scheduled for, in the schedule's
+    timezone. A night due at 23:30 that waits behind the last one (``overlap: queue``), or that a busy worker
+    starts after midnight, still writes the night it was due; an ad-hoc run's scheduled time is its creation."""
+    from prefect.runtime import flow_run
+
+    return flow_run.scheduled_start_time.astimezone(ZoneInfo(cfg.schedule.timezone)).date().isoformat()
 
 
 @task(name="read-source", task_run_name="read-{source_id}", **RETRIES)
@@ -317,7 +321,7 @@ def train_flow(config: dict[str, Any], models: Optional[list[str]] = None,
 @flow(name="generate")
 def generate_flow(config: dict[str, Any], run_date: Optional[str] = None, count: Optional[int] = None,
                   refresh: bool = False) -> dict[str, Any]:
-    return generate_task(config, run_date or today(validate(config)), count, force=refresh)
+    return generate_task(config, run_date or scheduled_date(validate(config)), count, force=refresh)
 
 
 class NightRefused(RuntimeError):
@@ -388,7 +392,7 @@ def nightly_flow(config: dict[str, Any], run_date: Optional[str] = None, refresh
     at a later stage skips them; ``refresh`` recomputes them. Generation resumes from its own staging, and a
     night already published from exactly the same work is not regenerated (``refresh`` regenerates it)."""
     cfg = validate(config)
-    run_date = run_date or today(cfg)
+    run_date = run_date or scheduled_date(cfg)
     with night_lease(Store(cfg.output), run_date):  # one night at a time per output root, however started
         layout.open_root(cfg.output)  # an older root is moved into the current layout, never beside a running night
         return _night(config, cfg, run_date, refresh)
@@ -484,5 +488,6 @@ def nightly_from_config(config_path: str, run_date: Optional[str] = None,
     shipped in its image, so a deployment's parameters stay a path and a few ``key=value`` overrides."""
     from .config import load_config
 
-    return nightly_flow(as_dict(load_config(config_path, overrides)), run_date)
+    cfg = load_config(config_path, overrides)
+    return nightly_flow(as_dict(cfg), run_date or scheduled_date(cfg))  # this run's schedule, not the subflow's start
 

@@ -127,6 +127,65 @@ def test_failing_rows_are_quarantined_not_dropped(tiny_night, tmp_path):
     assert label["xmp"]["digital_source_type"] == provenance.DIGITAL_SOURCE_TYPE == label["digital_source_type"]
 
 
+FILTERS_OFF = dict(enabled=True, min_label_confidence=None, near_copy=False, min_contrast=None, min_chars=0,
+                   max_chars=None, max_repetition=None, max_training_overlap=None, blocklist=[])
+
+
+def test_each_generation_filter_refuses_the_rows_it_names_and_passes_them_when_off(tiny_night, tmp_path):
+    """Hand-made model outputs through the real Finisher: a training image itself (memorisation), a blank one,
+    and texts that copy the training corpus, repeat themselves, hold a blocked word or run too long."""
+    from jobs.quality import curated_rows, decode_images
+    from jobs.specs import FilterSpec
+
+    cfg, store, _ = tiny_night
+    gan, gpt = registry.resolve(store, "tiny-gan"), registry.resolve(store, "tiny-gpt")
+    train = curated_rows(store, gan.card["dataset_version"], "train", "image", None, ["id", "image"])
+    copied = decode_images(train.slice(3, 1))[0]  # a training image, pixel for pixel
+    scorer = Scorer(store, gan.path, gan.card)
+    assert scorer.near_copy_threshold > 0
+    held_out = decode_images(curated_rows(store, gan.card["dataset_version"], "val", "image", None, ["image"]))
+    scores = scorer.images(held_out, [None] * len(held_out))
+    drawn = held_out[int(np.argmax([s["nearest_train_distance"] for s in scores]))]  # an unseen real digit: passes
+    corpus = [t for t in curated_rows(store, gpt.card["dataset_version"], "train", "text", None, ["text"])
+              .column("text").to_pylist() if t and len(t) >= 120]
+    unique_words = " ".join(f"w{i}x" for i in range(60))  # 60 distinct words: long, with nothing repeated
+    rows = [("img-copy", "image", copied, None), ("img-blank", "image", np.full_like(copied, 40), None),
+            ("img-fine", "image", drawn, None),
+            ("txt-copy", "text", None, corpus[0][:200]),
+            ("txt-loop", "text", None, "the cat sat on the mat and " * 6),
+            ("txt-blocked", "text", None, "Quiet rivers carry the Zebra past the old mill."),
+            ("txt-long", "text", None, unique_words),
+            ("txt-fine", "text", None, "Quiet rivers carry small boats past the old mill.")]
+    batch = pd.DataFrame({
+        "id": [r[0] for r in rows], "request_id": "r", "modality": [r[1] for r in rows],
+        "model_name": ["tiny-gan" if r[1] == "image" else "tiny-gpt" for r in rows],
+        "label": ["1" if r[1] == "image" else None for r in rows], "prompt": [None if r[1] == "image" else "" for r in rows],
+        "seed": range(len(rows)), "sampler": "{}", "error": None,
+        "raw": [r[2].tobytes() if r[2] is not None else None for r in rows], "text": [r[3] for r in rows],
+        "height": [16 if r[1] == "image" else 0 for r in rows], "width": [16 if r[1] == "image" else 0 for r in rows],
+        "channels": [1 if r[1] == "image" else 0 for r in rows]})
+    run = {"run_id": "r1", "run_date": "2026-01-01", "models": {
+        m.name: {"version": m.version, "family": m.card["family"], "checkpoint_sha256": "x", "dataset_version": "d",
+                 "path": m.path} for m in (gan, gpt)}}
+    on = FilterSpec(**{**FILTERS_OFF, "near_copy": True, "min_contrast": 0.02, "max_chars": 200, "max_repetition": 0.5,
+                       "max_training_overlap": 0.8, "blocklist": ["zebra"]})
+    rejected_dir = f"staging/generated/test-{tmp_path.name}"
+    accepted = Finisher(store.root, run, rejected_dir, on)(batch)
+    rejected = pads.dataset(store.path(rejected_dir), format="parquet").to_table().to_pandas().set_index("id")
+    store.delete(rejected_dir)
+    assert accepted.column("id").to_pylist() == ["img-fine", "txt-fine"]
+    assert rejected["reason"].to_dict() == {"img-copy": "near_copy", "img-blank": "blank_image", "txt-copy": "training_copy",
+                                            "txt-loop": "repetitive", "txt-blocked": "blocked_term", "txt-long": "too_long"}
+    assert (rejected["stage"] == "filter").all()
+    assert rejected.loc["img-copy", "quality"]["nearest_train_distance"] == 0.0
+    assert rejected.loc["img-copy", "quality"]["nearest_train_id"] == train.column("id")[3].as_py()
+    assert rejected.loc["txt-copy", "quality"]["training_overlap"] > 0.8
+    assert "zebra" in rejected.loc["txt-blocked", "detail"].lower()
+
+    everything = Finisher(store.root, run, rejected_dir, FilterSpec(**FILTERS_OFF))(batch)  # each filter off: all pass
+    assert everything.column("id").to_pylist() == [r[0] for r in rows] and not store.exists(rejected_dir)
+
+
 def test_missing_production_model_is_a_clear_error(tmp_path, tiny_config, ray_local):
     from jobs.storage import Store
 

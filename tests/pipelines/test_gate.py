@@ -129,3 +129,40 @@ def test_re_running_a_night_replaces_its_partition_whole(tiny_night, tmp_path):
     assert not before & set(store.listdir("generated", f"date={RUN_DATE}"))  # no file of the old partition left
     assert store.read_json("manifests/generated", f"{RUN_DATE}.json")["rows"] == 12
     assert json.loads(store.read_bytes("reports", f"run_date={RUN_DATE}", "report.json"))["generate"]["rows"] == 12
+
+
+def test_promotion_is_judged_against_production_on_shared_seeds_and_reuses_its_evaluation_until_settings_change(
+        tiny_night, tmp_path):
+    from jobs import registry
+    from pipelines.config import as_dict, load_config
+    from pipelines.flows import promote_task
+
+    store = _copy_of(tiny_night, tmp_path)
+    production = registry.resolve(store, "tiny-gan").version
+    saved = store.read_json("models", "tiny-gan", production, "evaluation.json")  # the night's promotion wrote it
+    candidate = "29991231-000000-same-weights"
+    shutil.copytree(store.path("models", "tiny-gan", production), store.path("models", "tiny-gan", candidate))
+    store.delete("models", "tiny-gan", candidate, "evaluation.json")
+    card = store.read_json("models", "tiny-gan", production, "model_card.json")
+    store.write_json({**card, "version": candidate}, "models", "tiny-gan", candidate, "model_card.json")
+    fd = saved["figures"]["fd"]
+    # production's saved evaluation is what the candidate is judged against: doctored to a quarter of its fd
+    store.write_json({**saved, "figures": {**saved["figures"], "fd": fd / 4}}, "models", "tiny-gan", production, "evaluation.json")
+
+    cfg = load_config(TINY_CONFIG, ["gate.relative={fd: 0.5}"], output=store.root)
+    out = promote_task(as_dict(cfg), "tiny-gan", candidate)
+    assert out["baseline"]["version"] == production and out["baseline"]["figures"]["fd"] == fd / 4
+    assert out["evaluation"]["fd"] == pytest.approx(fd, rel=1e-6)  # the same weights on the same seeds: the same figure
+    (rel,) = [c for c in out["checks"] if c["kind"] == "relative"]
+    assert rel["metric"] == "fd" and rel["bound"] == pytest.approx(fd / 4 * 1.5) and rel["passed"] is False
+    assert out["promoted"] is False and "fd" in out["failures"][0] and "relative bound" in out["failures"][0]
+    assert registry.resolve(store, "tiny-gan").version == production
+    assert store.read_json("models", "tiny-gan", candidate, "evaluation.json")["figures"]["fd"] == out["evaluation"]["fd"]
+
+    # other evaluation settings: neither saved evaluation applies; both are computed again, on the new seed set
+    cfg = load_config(TINY_CONFIG, ["gate.relative={fd: 0.5}", "gate.samples_per_label=6"], output=store.root)
+    out = promote_task(as_dict(cfg), "tiny-gan", candidate)
+    again = store.read_json("models", "tiny-gan", production, "evaluation.json")
+    assert again["settings"]["samples_per_label"] == 6 and again["figures"]["fd"] != fd / 4
+    assert out["baseline"]["figures"]["fd"] == again["figures"]["fd"] == pytest.approx(out["evaluation"]["fd"], rel=1e-6)
+    assert out["promoted"] is True and registry.resolve(store, "tiny-gan").version == candidate

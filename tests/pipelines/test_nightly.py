@@ -91,24 +91,32 @@ def test_flow_ran_one_task_per_source_and_left_a_summary_artifact(tiny_night):
     import asyncio
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, FlowFilter, FlowFilterName,
+                                                FlowRunFilter, FlowRunFilterId)
+
+    cfg, store, result = tiny_night
 
     async def read():
         async with get_client() as client:
-            runs = await client.read_task_runs()
-            keys = ["curated-dataset", "nightly-report", "nightly-figures"]
-            arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
-            return {r.name for r in runs}, {k: [a.data for a in arts if a.key == k] for k in keys}
+            nights = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["nightly"])), limit=200)
+            (night,) = [r for r in nights if r.parameters["config"]["output"] == cfg.output]  # this root's one night
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[night.id])))
+            arts = await client.read_artifacts(artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[night.id])))
+            return [r.name for r in runs], arts
 
-    names, artifacts = asyncio.run(read())
-    assert {"read-builtin:digits", "read-builtin:text-corpus", "train-tiny-gan", "train-tiny-gpt"} <= names
-    assert any("| reject reason | rows |" in a for a in artifacts["curated-dataset"])
-    _, store, result = tiny_night  # artifacts of every night in the session: find this night's
+    names, arts = asyncio.run(read())
+    reads = sorted(n for n in names if n.startswith("read-"))
+    assert reads == ["read-builtin:digits", "read-builtin:text-corpus"]  # one task per source, each once
+    assert names.count("train-tiny-gan") == names.count("train-tiny-gpt") == 1 and names.count("curate-" + RUN_DATE) == 1
+    artifacts = {k: [a.data for a in arts if a.key == k] for k in ("curated-dataset", "nightly-report", "nightly-figures")}
+    (curated,) = artifacts["curated-dataset"]
+    assert "| reject reason | rows |" in curated and result["preprocess"]["dataset_version"] in curated
     assert result["report"] == store.display("reports", f"run_date={RUN_DATE}", "index.html")
-    report = [a for a in artifacts["nightly-report"] if result["report"] in a]
-    assert len(report) == 1 and "status **published**" in report[0]
-    tables = [str(a) for a in artifacts["nightly-figures"]]  # table artifacts: one row per model and figure
-    assert any("tiny-gan" in t and "conditional_accuracy" in t and "distinct_2" in t for t in tables)
+    (report,) = artifacts["nightly-report"]
+    assert result["report"] in report and "status **published**" in report
+    (table,) = [str(a) for a in artifacts["nightly-figures"]]  # a table artifact: one row per model and figure
+    assert "tiny-gan" in table and "conditional_accuracy" in table and "distinct_2" in table
 
 
 def test_the_gate_keeps_a_version_with_non_finite_metrics_out_of_production(tiny_night):

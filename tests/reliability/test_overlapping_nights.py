@@ -103,3 +103,41 @@ def test_the_deployment_queues_or_cancels_an_overlapping_night_per_config(tiny_c
         assert stored.global_concurrency_limit.limit == 1
         assert stored.concurrency_options.collision_strategy == strategy
     assert json.loads(json.dumps(stored.parameters))["config"]["schedule"]["overlap"] == "queue"
+
+
+@pytest.mark.parametrize("entry", ["deployment", "nightly_from_config"])
+def test_a_night_queued_past_midnight_or_started_late_writes_the_date_it_was_due(entry, tmp_path, prefect_server,
+                                                                                  ray_local):
+    """A night due at 00:30 Berlin (23:30 UTC the day before) that starts days late, as a run that waited
+    behind a long night or a busy worker does: it takes its scheduled date, not the date it starts on. Its
+    source is missing, so it fails in seconds, leaving the failed night's report under the date it took."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+    from prefect.states import Scheduled
+
+    from pipelines.config import load_config
+    from pipelines.flows import nightly_flow, nightly_from_config
+    from pipelines.schedule import build_deployment
+
+    overrides = ["schedule.cron=30 0 * * *", "schedule.timezone=Europe/Berlin", f"name=late-{entry}",
+                 f"sources=[{{kind: image_folder, path: {tmp_path / 'not-there'}}}]", f"output={tmp_path / 'root'}"]
+    cfg = load_config(TINY_CONFIG, overrides)
+    due = datetime(2026, 11, 20, 0, 30, tzinfo=ZoneInfo("Europe/Berlin"))
+    assert due.astimezone(ZoneInfo("UTC")).date() == date(2026, 11, 19) != datetime.now(timezone.utc).date()
+
+    deployment_id = build_deployment(cfg).apply() if entry == "deployment" else None
+
+    async def create():
+        async with get_client() as client:
+            if deployment_id:  # what `aigc serve`'s scheduler creates
+                return await client.create_flow_run_from_deployment(deployment_id, state=Scheduled(scheduled_time=due))
+            return await client.create_flow_run(nightly_from_config, state=Scheduled(scheduled_time=due), parameters={
+                "config_path": str(TINY_CONFIG), "overrides": overrides})
+
+    flow_run = asyncio.run(create())
+    with pytest.raises(FileNotFoundError, match="not-there"):
+        run_flow(nightly_flow if entry == "deployment" else nightly_from_config, flow_run=flow_run,
+                 parameters=flow_run.parameters)
+    store = Store(str(tmp_path / "root"))
+    assert store.listdir("reports") == ["run_date=2026-11-20"]
+    assert json.loads(store.read_bytes("reports", "run_date=2026-11-20", "report.json"))["status"] == "failed"
