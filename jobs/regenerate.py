@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from . import registry
+from . import layout, registry
 from .generate import Generator
-from .images import encode_png
+from .images import decode_png, encode_png
 from .storage import Store
 
 COLUMNS = ["id", "run_date", "modality", "image", "text", "label", "prompt", "request_id", "model_name",
@@ -45,10 +45,23 @@ def find_rows(store: Store, ids: list[str]) -> Any:
     return dataset.to_table(columns=COLUMNS, filter=pc.field("id").isin(ids)).to_pandas()
 
 
-def regenerate(store: Store, ids: list[str], out_dir: str | None = None, use_gpu: bool = False) -> tuple[list[Regenerated], list[str]]:
-    """Rebuilds the rows ``ids``; returns one result per row found, and the ids that were not found."""
+def find_refused(store: Store, ids: list[str]) -> dict[str, str]:
+    """Why each of ``ids`` that generation refused was never published: ``{id: "DATE reason: detail"}``."""
+    folder = f"rejects/{layout.GENERATED}"
+    if not ids or not store.exists(folder):
+        return {}
+    dataset = pads.dataset(store.path(folder), filesystem=store.fs, format="parquet")
+    table = dataset.to_table(columns=["id", "run_date", "stage", "reason", "detail"], filter=pc.field("id").isin(ids))
+    return {r["id"]: f"{r['run_date']} refused at {r['stage']}: {r['reason']} ({r['detail']})" for r in table.to_pylist()}
+
+
+def regenerate(store: Store, ids: list[str], out_dir: str | None = None,
+               use_gpu: bool = False) -> tuple[list[Regenerated], list[str], dict[str, str]]:
+    """Rebuilds the published rows ``ids``: one result per row found, the ids found nowhere, and why each
+    id that generation refused (a filter or a failed sample) was not published."""
     rows = find_rows(store, ids)
-    missing = sorted(set(ids) - set(rows["id"]))
+    refused = find_refused(store, sorted(set(ids) - set(rows["id"])))
+    missing = sorted(set(ids) - set(rows["id"]) - set(refused))
     results: list[Regenerated] = []
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
@@ -59,7 +72,7 @@ def regenerate(store: Store, ids: list[str], out_dir: str | None = None, use_gpu
         for row, raw, text, error in zip(group.itertuples(index=False), out["raw"], out["text"], out["error"]):
             results.append(_check(row, raw, text, error, ref.card, out_dir))
     order = {i: k for k, i in enumerate(ids)}
-    return sorted(results, key=lambda r: order.get(r.id, 0)), missing
+    return sorted(results, key=lambda r: order.get(r.id, 0)), missing, refused
 
 
 def _check(row: Any, raw: bytes | None, text: str | None, error: str | None, card: dict[str, Any],
@@ -78,16 +91,38 @@ def _check(row: Any, raw: bytes | None, text: str | None, error: str | None, car
         same_png = row.image is not None and png == row.image["bytes"]
         identical = content == row.content_sha256 and same_png
         detail = "pixels and PNG bytes identical" if identical else (
-            "pixels identical, PNG bytes differ" if content == row.content_sha256 else "pixels differ")
+            "pixels identical, PNG bytes differ (the embedded label or the encoder)" if content == row.content_sha256
+            else _pixel_difference(row, arr))
         if out_dir:
             path = os.path.join(out_dir, f"{row.id}.png")
             with open(path, "wb") as f:
                 f.write(png)
     else:
         identical = hashlib.sha256(text.encode()).hexdigest() == row.content_sha256 and text == row.text
-        detail = "text identical" if identical else "text differs"
+        detail = "text identical" if identical else _text_difference(row.text or "", text)
         if out_dir:
             path = os.path.join(out_dir, f"{row.id}.txt")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(text)
     return Regenerated(row.id, run_date, model, identical, detail, path)
+
+
+def _pixel_difference(row: Any, rebuilt: np.ndarray) -> str:
+    """How far the rebuilt pixels are from the published PNG's (or from its recorded hash alone)."""
+    if row.image is None:
+        return "pixels differ (the row holds no image to compare)"
+    published = decode_png(row.image["bytes"])
+    if published.shape != rebuilt.shape:
+        return f"pixels differ: published {published.shape}, rebuilt {rebuilt.shape}"
+    diff = np.abs(published.astype(np.int16) - rebuilt.astype(np.int16)).max(axis=-1)
+    if not diff.any():
+        return "the published PNG's pixels are rebuilt, but they do not hash to the row's content_sha256"
+    return f"pixels differ: {int((diff > 0).sum())} of {diff.size} pixels, by up to {int(diff.max())} of 255"
+
+
+def _text_difference(published: str, rebuilt: str) -> str:
+    """Where the rebuilt text leaves the published one, with a few characters of each from there."""
+    at = len(os.path.commonprefix([published, rebuilt]))
+    if at == len(published) == len(rebuilt):
+        return "the published text is rebuilt, but it does not hash to the row's content_sha256"
+    return f"text differs from character {at}: published {published[at:at + 24]!r}, rebuilt {rebuilt[at:at + 24]!r}"

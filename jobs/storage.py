@@ -22,7 +22,7 @@ import json
 import os
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
@@ -63,6 +63,32 @@ class Store:
         host = uri.netloc.rsplit("@", 1)[-1]  # drops KEY:SECRET@
         where = f"{host}{p}" if p.startswith("/") else p  # hdfs://host:port/path vs s3://bucket/key
         return f"{uri.scheme}://{where}" + (f"?{uri.query}" if uri.query else "")
+
+    @property
+    def name(self) -> str:
+        """ROOT's last folder name (``v3`` of ``s3://b/runs/curated/v3?...``)."""
+        return self.base.rstrip("/").rsplit("/", 1)[-1]
+
+    def parent(self, levels: int = 1) -> "Store":
+        """The folder ``levels`` above ROOT as a store of its own: the same filesystem, and on an object store
+        the same credentials and endpoint (``aigc inspect URI`` finds a dataset's manifest this way)."""
+        if self.is_local:
+            path = os.path.realpath(self.base)
+            for _ in range(levels):
+                path = os.path.dirname(path)
+            return Store(path)
+        uri = urlsplit(self.root)
+        path = uri.path.rstrip("/")
+        for _ in range(levels):
+            path = path.rsplit("/", 1)[0]
+        return Store(urlunsplit(uri._replace(path=path)))
+
+    def child(self, *parts: str) -> "Store":
+        """The folder ``parts`` under ROOT as a store of its own (see ``parent``)."""
+        if self.is_local:
+            return Store(self.path(*parts))
+        uri = urlsplit(self.root)
+        return Store(urlunsplit(uri._replace(path="/".join([uri.path.rstrip("/"), *(p.strip("/") for p in parts)]))))
 
     def exists(self, *parts: str) -> bool:
         """Whether a file or folder is there; on an object store a folder exists while something lies under

@@ -302,6 +302,7 @@ def _augment(cfg: Any, args: argparse.Namespace) -> int:
 def _regenerate(root: str, args: argparse.Namespace) -> int:
     from jobs.layout import open_root
     from jobs.regenerate import regenerate
+    from jobs.storage import Store
 
     ids = list(args.ids)
     try:
@@ -310,14 +311,16 @@ def _regenerate(root: str, args: argparse.Namespace) -> int:
                 ids += [line.strip() for line in f if line.strip()]
         if not ids:
             raise ValueError("give --id ID (repeatable) or --ids FILE")
-        results, missing = regenerate(open_root(root), ids, args.to, args.use_gpu)
+        results, missing, refused = regenerate(open_root(root), ids, args.to, args.use_gpu)
     except (OSError, ValueError) as exc:
         print(f"aigc: error: {exc}", file=sys.stderr)
         return 2
     for r in results:
         print(f"{'ok  ' if r.identical else 'DIFF'} {r.id}  {r.run_date}  {r.model}  {r.detail}  {r.path or ''}")
+    for i, why in refused.items():
+        print(f"REFUSED {i}  {why}: never published")
     for i in missing:
-        print(f"MISS {i}  not found in any published partition under {root}")
+        print(f"MISS {i}  not found in any published partition or rejects table under {Store(root).display()}")
     same = sum(r.identical for r in results)
     print(f"{same}/{len(ids)} rows regenerated identically" + (f"; files in {args.to}" if results else ""))
     return 0 if same == len(ids) else 1

@@ -1,4 +1,7 @@
-"""``aigc inspect PATH``: a human summary of a curated dataset, a generated partition, or a model version."""
+"""``aigc inspect PATH``: a human summary of a curated dataset, a generated partition, or a model version.
+
+PATH is a local folder or an object-store URI (``s3://bucket/runs/generated/date=D?endpoint_override=...``),
+read through ``jobs.storage.Store`` like everything else the pipeline touches."""
 
 from __future__ import annotations
 
@@ -8,8 +11,10 @@ from pathlib import Path
 
 import pyarrow.dataset as pads
 
+from jobs.storage import Store
 
-def curated_grid(dataset: Path, out: Path, per_label: int = 8) -> Path | None:
+
+def curated_grid(dataset: Store, out: Path, per_label: int = 8) -> Path | None:
     """A PNG with one row per label of accepted train images (at most ``per_label`` each)."""
     import io
 
@@ -18,7 +23,8 @@ def curated_grid(dataset: Path, out: Path, per_label: int = 8) -> Path | None:
 
     from jobs.images import grid
 
-    table = pads.dataset(dataset / "train", format="parquet").to_table(columns=["modality", "label", "image"])
+    table = pads.dataset(dataset.path("train"), filesystem=dataset.fs, format="parquet").to_table(
+        columns=["modality", "label", "image"])
     df = table.to_pandas()
     df = df[df["modality"] == "image"]
     if df.empty:
@@ -33,19 +39,19 @@ def curated_grid(dataset: Path, out: Path, per_label: int = 8) -> Path | None:
 
 
 def describe_path(path: str, grid_path: str | None = None) -> str:
-    p = Path(path)
+    p = Store(path)
     if not p.exists():
-        raise FileNotFoundError(f"{path} does not exist")
-    if (p / "model_card.json").is_file():
-        card = json.loads((p / "model_card.json").read_text())
+        raise FileNotFoundError(f"{p.display()} does not exist")
+    if p.exists("model_card.json"):
+        card = p.read_json("model_card.json")
         lines = [f"model {card['name']} {card['version']} ({card['family']}, {card['modality']}, {card['parameters']:,} parameters)",
                  f"  dataset {card['dataset_version']}, {card['steps']:,} steps / {card['epochs']} epochs in {card['wall_seconds']}s",
                  "  final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in card["final_metrics"].items()),
                  f"  sha256 {card['checkpoint_sha256']}",
-                 f"  files: {', '.join(sorted(f.name for f in p.iterdir()))}"]
+                 f"  files: {', '.join(p.listdir())}"]
         return "\n".join(lines)
     found = _manifest_of(p)
-    manifest = json.loads(found.read_text()) if found else {}
+    manifest = found.read_json(f"{p.name}.json") if found else {}
     if "mix_version" in manifest:
         return _augmented(manifest)
     if "dataset_version" in manifest:
@@ -59,10 +65,11 @@ def describe_path(path: str, grid_path: str | None = None) -> str:
                           f"  by label: {json.dumps(c['by_label'])}"]
                          + ([f"  augmented train rows: {c['augmented']:,}"] if c.get("augmented") else [])
                          + _grid_line(p, Path(grid_path or f"curated-{m['dataset_version']}-samples.png")))
-    files = sorted(str(f) for f in p.rglob("*.parquet") if not any(part.startswith("_") for part in f.relative_to(p).parts))
+    files = [f for f in p.files(suffix=".parquet")
+             if not any(part[:1] in "_." for part in f[len(p.path()):].strip("/").split("/"))]
     if not files:
-        raise ValueError(f"{path} holds no model card, curated manifest or Parquet files")
-    table = pads.dataset(files, format="parquet").to_table()
+        raise ValueError(f"{p.display()} holds no model card, curated manifest or Parquet files")
+    table = pads.dataset(files, filesystem=p.fs, format="parquet").to_table()
     cols = set(table.column_names)
     lines = [f"{len(files)} Parquet files, {table.num_rows:,} rows, {len(cols)} columns"]
     for col in ("modality", "model_name", "label", "split", "reason"):
@@ -74,13 +81,17 @@ def describe_path(path: str, grid_path: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def _manifest_of(dataset: Path) -> Path | None:
-    """A curated version's or a mix's manifest: ``ROOT/manifests/<area>/<name>.json`` (``jobs.layout``)."""
-    candidate = dataset.resolve().parent.parent / "manifests" / dataset.resolve().parent.name / f"{dataset.resolve().name}.json"
-    return candidate if dataset.resolve().parent.name in ("curated", "augmented") and candidate.is_file() else None
+def _manifest_of(dataset: Store) -> Store | None:
+    """The folder holding a curated version's or a mix's manifest, ``ROOT/manifests/<area>/<name>.json``
+    (``jobs.layout``), when ``dataset`` is ``ROOT/<area>/<name>``."""
+    area = dataset.parent()
+    if area.name not in ("curated", "augmented"):
+        return None
+    manifests = area.parent().child("manifests", area.name)
+    return manifests if manifests.exists(f"{dataset.name}.json") else None
 
 
-def _grid_line(dataset: Path, out: Path) -> list[str]:
+def _grid_line(dataset: Store, out: Path) -> list[str]:
     written = curated_grid(dataset, out)
     return [f"  sample grid (one row per label): {written}"] if written else []
 

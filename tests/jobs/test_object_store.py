@@ -148,7 +148,7 @@ def test_ray_workers_rebuild_the_store_from_its_root(s3_root, ray_local):
     assert store.read_bytes("out.txt") == b"from the driver, via a worker" and shown == store.display("out.txt")
 
 
-def test_nightly_flow_with_root_on_s3(s3_root, ray_local, prefect_server):
+def test_nightly_flow_with_root_on_s3(s3_root, ray_local, prefect_server, capsys, tmp_path):
     """The real nightly flow (sources -> curated -> Ray Train -> registry -> generation) with ROOT on the S3
     server, read back from there with pyarrow; then the night re-run smaller replaces its partition."""
     import aigc_models
@@ -199,3 +199,35 @@ def test_nightly_flow_with_root_on_s3(s3_root, ray_local, prefect_server):
     assert again.rows == 5 and pads.dataset(partition, filesystem=store.fs, format="parquet").count_rows() == 5
     assert store.read_json("manifests", "generated", f"{RUN_DATE}.json")["rows"] == 5
     assert store.files("staging", "generated") == [] and store.files("staging", "curated") == []
+
+    # the night's report and its lease live on the bucket too: the report written, the lease released
+    report = json.loads(store.read_bytes("reports", f"run_date={RUN_DATE}", "report.json"))
+    assert report["status"] == "published" and store.exists("reports", f"run_date={RUN_DATE}", "index.html")
+    assert not store.exists("_locks", "nightly.json") and store.listdir("_locks") == []
+    _commands_against_the_bucket(store, s3_root, version, capsys, tmp_path)
+
+
+def _commands_against_the_bucket(store, s3_root, version, capsys, tmp_path):
+    """``aigc inspect``, ``regenerate`` and ``augment`` pointed at URIs on the bucket, as a user types them."""
+    from pipelines.cli import main
+
+    capsys.readouterr()
+    ref_path = next(p for p in store.listdir("models", "tiny-gan") if p[:1].isdigit())
+    for uri, needle in [(store.child("generated", f"date={RUN_DATE}").root, "5 rows"),
+                        (store.child("curated", version).root, f"curated dataset {version}"),
+                        (store.child("models", "tiny-gan", ref_path).root, "model tiny-gan")]:
+        assert main(["inspect", uri, "--grid", str(tmp_path / "grid.png")]) == 0, uri
+        assert needle in capsys.readouterr().out
+    assert main(["inspect", store.child("no-such-folder").root]) == 2
+    assert "does not exist" in capsys.readouterr().err and "testing:testing@" not in capsys.readouterr().err
+
+    ids = pads.dataset(store.path("generated"), filesystem=store.fs, format="parquet").to_table(columns=["id"])
+    args = ["--config", str(TINY_CONFIG), "--out", s3_root, "--set", "ray.dashboard=false"]
+    assert main(["regenerate", *args, "--id", ids.column("id")[0].as_py(), "--to", str(tmp_path / "re")]) == 0
+    assert "1/1 rows regenerated identically" in capsys.readouterr().out
+
+    assert main(["augment", *args, "--set", "augment.modality=image"]) == 0
+    (mix,) = store.listdir("augmented")
+    manifest = store.read_json("manifests", "augmented", f"{mix}.json")
+    assert manifest["counts"]["synthetic"] == 5 and manifest["counts"]["rows"] == len(
+        pads.dataset(store.path("augmented", mix), filesystem=store.fs, format="parquet").to_table(columns=["id"]))

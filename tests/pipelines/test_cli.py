@@ -116,6 +116,51 @@ def test_regenerate_rebuilds_published_rows_byte_for_byte(tiny_night, tmp_path, 
     assert main([*args]) == 2
 
 
+def test_regenerate_says_how_a_changed_row_differs_and_why_a_refused_id_was_never_published(tiny_night, tmp_path, capsys):
+    import re
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    from jobs.generate import run_generation
+    from jobs.specs import FilterSpec
+    from jobs.storage import Store
+    from tests.conftest import RUN_DATE
+
+    cfg, store, _ = tiny_night
+    copy = Store(str(tmp_path / "root"))
+    shutil.copytree(store.root, copy.root, ignore=shutil.ignore_patterns("checkpoints"))
+    refuse_text = FilterSpec(min_label_confidence=None, near_copy=False, min_contrast=None, min_chars=1000, top_up=False)
+    run_generation(cfg.generate.model_copy(update={"filters": refuse_text}), copy, "2026-06-01", cfg.name)
+    refused = pads.dataset(copy.path("rejects/generated"), format="parquet").to_table(columns=["id", "reason"]).to_pylist()
+    assert refused and {r["reason"] for r in refused} == {"too_short"}
+
+    (path,) = [f for f in copy.files("generated", f"date={RUN_DATE}", suffix=".parquet")]  # the tiny night: one file
+    table = pq.read_table(path)
+    rows = table.to_pandas()
+    image_id = rows[rows.modality == "image"]["id"].iloc[0]
+    fine_id = rows[rows.modality == "image"]["id"].iloc[1]
+    text_id = rows[rows.modality == "text"]["id"].iloc[0]
+    ids = table.column("id")
+    seeds = pc.if_else(pc.equal(ids, image_id), pc.add(table.column("seed"), 1), table.column("seed"))
+    texts = pc.if_else(pc.equal(ids, text_id), pa.scalar("tampered"), table.column("text"))
+    table = table.set_column(table.schema.get_field_index("seed"), "seed", seeds)
+    pq.write_table(table.set_column(table.schema.get_field_index("text"), "text", texts), path)  # a row edited after publishing
+
+    args = ["regenerate", "--config", str(TINY_CONFIG), "--out", copy.root, "--to", str(tmp_path / "re")]
+    assert main([*args, "--id", image_id, "--id", text_id, "--id", refused[0]["id"], "--id", fine_id, "--id", "nope"]) == 1
+    out = capsys.readouterr().out
+    said = {line.split()[1]: line for line in out.splitlines() if line.split()[:1] in (["ok"], ["DIFF"], ["REFUSED"], ["MISS"])}
+    assert said[image_id].startswith("DIFF") and re.search(r"pixels differ: \d+ of 256 pixels, by up to \d+ of 255", said[image_id])
+    assert said[text_id].startswith("DIFF") and "text differs from character 0: published 'tampered', rebuilt '" in said[text_id]
+    assert said[refused[0]["id"]].startswith("REFUSED") and "2026-06-01 refused at filter: too_short" in said[refused[0]["id"]]
+    assert said[fine_id].startswith("ok") and said["nope"].startswith("MISS")
+    assert "1/5 rows regenerated identically" in out
+
+
 def test_nightly_takes_a_date_range_and_refuses_a_backwards_one(capsys):
     from pipelines.cli import _date_range
 
