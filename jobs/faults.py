@@ -8,7 +8,9 @@ can be armed at once (``train-raise:1:7,train-exit:1:12``). Nothing fires unless
 The driver reads them once (``plan``) and hands the plan to its Ray actors and workers, which do not inherit
 variables set after Ray started.
 
-Points: ``generator-kill`` (a generation actor SIGKILLs itself after ``at`` rows), ``generate-after-staging``
+Points: ``generator-kill`` (a generation actor SIGKILLs itself after ``at`` rows), ``generator-slow`` (a
+generation actor's batch takes 1.5 s longer: work queues up, as on a real night, and reaches the pool's other
+actors), ``generate-after-staging``
 (the generate task raises after writing its rows), ``train-raise`` / ``train-exit`` (a training worker
 raises, or exits hard with ``os._exit``, after optimiser step ``at``), ``train-driver-kill`` (training's rank 0
 SIGKILLs the driver once its first checkpoint at or after step ``at`` is registered).

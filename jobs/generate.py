@@ -157,20 +157,26 @@ class Generator:
     (model, sampler settings); a failing call is retried row by row so only the bad rows are rejected."""
 
     def __init__(self, root: str, models: dict[str, tuple[str, str]], use_gpu: bool,
-                 fault: list[dict[str, Any]] | None = None) -> None:
+                 fault: list[dict[str, Any]] | None = None, stats_dir: str | None = None) -> None:
         import torch
 
         self.fault, self.rows_seen = fault, 0
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        store = Store(root)
-        self.models = {name: registry.load(store, registry.resolve(store, name, version), self.device)
+        self.store, self.stats_dir = Store(root), stats_dir
+        self.models = {name: registry.load(self.store, registry.resolve(self.store, name, version), self.device)
                        for name, (version, _) in models.items()}
+        if stats_dir:  # in a Ray actor: which actor on which node did how much of the night (the manifest's ``actors``)
+            ctx = ray.get_runtime_context()
+            self.stats = {"actor": ctx.get_actor_id() or f"pid-{os.getpid()}", "node": ctx.get_node_id(),
+                          "device": self.device, "batches": 0, "rows": 0, "sample_seconds": 0.0}
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        n = len(batch)
+        n, started = len(batch), time.perf_counter()
         self.rows_seen += n
         if faults.fire(self.fault, "generator-kill", self.rows_seen):  # the reliability suite's lost actor
             os.kill(os.getpid(), signal.SIGKILL)
+        if faults.fire(self.fault, "generator-slow"):  # a batch as slow as a real model's: the pool's others get work
+            time.sleep(1.5)
         raw: list = [None] * n
         text: list = [None] * n
         error: list = [None] * n
@@ -195,6 +201,10 @@ class Generator:
                     text[i] = out
                 elif out is not None:
                     raw[i] = np.ascontiguousarray(out).tobytes()
+        if self.stats_dir:
+            self.stats.update(batches=self.stats["batches"] + 1, rows=self.stats["rows"] + n,
+                              sample_seconds=round(self.stats["sample_seconds"] + time.perf_counter() - started, 3))
+            self.store.write_json(self.stats, self.stats_dir, f"{self.stats['actor']}.json")
         shapes = {name: m.output_shape for name, m in self.models.items() if m.modality == "image"}  # (H, W, C)
         out = batch.copy()
         out["raw"], out["text"], out["error"] = raw, text, error
@@ -556,6 +566,7 @@ def publish_generation(store: Store, result: GenerateResult, extra: dict[str, An
     staging_path = result.staging
     if staging_path is None:
         raise ValueError(f"{partition} is already published")
+    store.delete(staging_path, ACTORS)
     if store.exists(staging_path, "_rejected"):
         publish(store, f"{staging_path}/_rejected", "rejects/generated", partition)
     else:
@@ -595,6 +606,7 @@ def _run_pipeline(cells: pd.DataFrame, skip: frozenset, spec: GenerateSpec, stor
                         batch_size=None, batch_format="numpy", num_cpus=TASK_CPUS)
     resources = generator_resources(spec)
     ds = ds.map_batches(Generator, fn_constructor_kwargs={"root": store.root, "use_gpu": spec.use_gpu, "fault": faults.plan(),
+                                                           "stats_dir": f"{staging}/{ACTORS}",
                                                            "models": {n: (m["version"], m["path"]) for n, m in run["models"].items()}},
                         batch_size=spec.batch_size, batch_format="pandas",
                         concurrency=hi if lo == hi else (lo, hi, initial), num_cpus=resources.pop("CPU"),
@@ -619,6 +631,7 @@ def _run_pipeline(cells: pd.DataFrame, skip: frozenset, spec: GenerateSpec, stor
 
 
 FINISHER_CPUS = 0.5
+ACTORS = "_actors"  # in a night's staging folder: one small JSON per Generator actor (never published)
 TASK_CPUS = 0.25  # the expand and write tasks are light: a whole CPU each would not fit beside the actors
 Pools = tuple[tuple[int, int, int], tuple[int, int, int]]
 
@@ -660,6 +673,15 @@ def _fmt_pools(spec: GenerateSpec, pools: Pools) -> str:
     return f"{g} Generator with {res} each, {e} Finisher with CPU {FINISHER_CPUS:g} each"
 
 
+def _actors(store: Store, staging_path: str) -> dict[str, Any]:
+    """How the night's rows spread over the Generator actors (a resumed night counts the killed run's too):
+    a pool that ran one actor, or one that did nearly all the rows, shows here."""
+    stats = [store.read_json(f[len(store.path()) + 1:]) for f in store.files(staging_path, ACTORS, suffix=".json")]
+    return {"generators": len(stats), "nodes": len({s["node"] for s in stats}),
+            "rows_per_generator": sorted((s["rows"] for s in stats), reverse=True),
+            "devices": sorted({s["device"] for s in stats})}
+
+
 def _manifest(store: Store, staging: _Staging, cells: pd.DataFrame, run: dict[str, Any], generated: int,
               seconds: float, rounds: list[int], resume: dict | None, filters: FilterSpec) -> dict[str, Any]:
     """Counts and checksums of what was written, read back from the files batch by batch (flat memory)."""
@@ -696,6 +718,6 @@ def _manifest(store: Store, staging: _Staging, cells: pd.DataFrame, run: dict[st
         "by_request": dict(sorted(tallies["request_id"].items())), "by_label": dict(sorted(tallies["label"].items())),
         "short_of_request": dict(sorted(short.items())),
         "filters": filters.model_dump(), "top_up": {"rounds": len(rounds), "extra_rows": sum(rounds), "per_round": rounds},
-        "resumed": resume, "models": run["models"], "files": files,
+        "resumed": resume, "models": run["models"], "files": files, "actors": _actors(store, staging.path),
         "timings": {"generate_seconds": round(seconds, 3), "rows_per_second": round(generated / max(seconds, 1e-9), 2)},
     }

@@ -74,17 +74,25 @@ def _content(df):
     return {r.id: hashlib.sha256(payload(r)).hexdigest() for r in df.itertuples()}
 
 
-def test_batch_size_and_actor_count_never_change_a_row(tiny_night):
+def test_batch_size_and_actor_count_never_change_a_row(tiny_night, tmp_path, monkeypatch):
     cfg, store, _ = tiny_night
     date = "2026-01-15"
+    # the tiny models sample a batch faster than the next one arrives, so one actor of a pool would do it all:
+    # the second run's first two batches take 1.5 s longer, as a real model's do, and the rest reach its other actor
+    monkeypatch.setenv("AIGC_FAULT_MARKER", str(tmp_path / "slow"))
     small = cfg.generate.model_copy(update={"batch_size": 1, "concurrency": 1})
-    big = cfg.generate.model_copy(update={"batch_size": 64, "concurrency": 2, "max_file_bytes": 64 * 1024,
+    big = cfg.generate.model_copy(update={"batch_size": 4, "concurrency": 2, "max_file_bytes": 64 * 1024,
                                           "row_group_bytes": 32 * 1024})  # files cut by bytes: 8 rows here
     first = run_generation(small, store, date, cfg.name)
     a = _partition(store, date)
+    monkeypatch.setenv("AIGC_FAULT", "generator-slow:2")
     second = run_generation(big, store, date, cfg.name, force=True)  # same work: regenerate it anyway
     b = _partition(store, date)
     assert first.rows == second.rows == len(a) == len(b) == 18
+    assert first.manifest["actors"]["generators"] == 1 and first.manifest["actors"]["rows_per_generator"] == [18]
+    served = second.manifest["actors"]["rows_per_generator"]  # both actors of the second pool sampled rows
+    assert second.manifest["actors"]["generators"] == 2 and len(served) == 2 and min(served) > 0 and sum(served) == 18
+    assert not store.exists("generated", f"date={date}", "_actors")  # the actors' notes are never published
     assert _content(a) == _content(b)  # same ids, same pixels and texts
     assert a.set_index("id")["content_sha256"].to_dict() == b.set_index("id")["content_sha256"].to_dict()
     assert (a.set_index("id")["content_sha256"] == pd.Series(_content(a))).all()  # the column hashes the content
