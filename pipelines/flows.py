@@ -474,10 +474,13 @@ def backfill_flow(config: dict[str, Any], run_dates: list[str], refresh: bool = 
         try:
             results.append(nightly_flow(config, run_date, refresh))
         except Exception as exc:
-            failed.append(f"{run_date}: {exc}")
-            results.append({"run_date": run_date, "status": "failed", "reason": str(exc)})
+            reason = str(exc) if isinstance(exc, NightRefused) else f"{type(exc).__name__}: {exc}"
+            failed.append(f"{run_date}: {reason}")
+            results.append({"run_date": run_date, "status": "failed", "reason": reason})
     if failed:
-        raise RuntimeError(f"{len(failed)} of {len(run_dates)} nights failed: " + " | ".join(failed))
+        done = [f"{r['run_date']} {r['status']}" for r in results if r["status"] != "failed"]
+        raise RuntimeError(f"{len(failed)} of {len(run_dates)} nights failed: " + " | ".join(failed)
+                           + (f" (the others: {', '.join(done)})" if done else ""))
     return results
 
 

@@ -41,18 +41,29 @@ def _task_states(flow_run_id):
     return {r.name: r.state.name for r in asyncio.run(read())}
 
 
-def test_a_backfill_reuses_the_models_publishes_a_partition_per_date_and_a_trend(tiny_night, tmp_path, capsys):
+def test_a_backfill_with_a_failing_date_publishes_the_others_with_a_partition_and_trend_each(tiny_night, tmp_path,
+                                                                                           capsys, monkeypatch):
     from pipelines.cli import main
 
     store = _copy_of(tiny_night, tmp_path)
     first = store.read_json("manifests/generated", f"{RUN_DATE}.json")
-    code = main(["nightly", "--config", str(TINY_CONFIG), "--out", store.root, "--date", "2026-11-21..2026-11-22",
+    # the first date's generate task fails on every try (three: Prefect retries it twice); the faults are then spent
+    monkeypatch.setenv("AIGC_FAULT", "generate-after-staging:3")
+    monkeypatch.setenv("AIGC_FAULT_MARKER", str(tmp_path / "fault"))
+    code = main(["nightly", "--config", str(TINY_CONFIG), "--out", store.root, "--date", "2026-11-19..2026-11-22",
                  "--set", "gate.relative={fd: 10.0, distinct_2: 10.0}"])
-    out = capsys.readouterr().out
-    assert code == 0 and "2026-11-21: published" in out and "2026-11-22: published" in out
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "1 of 4 nights failed: 2026-11-19: ConnectionError" in captured.err
+    assert "(the others: 2026-11-20 published, 2026-11-21 published, 2026-11-22 published)" in captured.err
+    assert not store.exists("generated", "date=2026-11-19") and not store.exists("manifests/generated", "2026-11-19.json")
+    assert json.loads(store.read_bytes("reports", "run_date=2026-11-19", "report.json"))["status"] == "failed"
+    assert not store.exists("rejects/generated", "date=2026-11-19")
+    (kept,) = [e for e in store.listdir("staging/generated") if e.startswith("date=2026-11-19.")]  # a re-run resumes it
+    assert store.files("staging/generated", kept, suffix=".parquet")
 
-    assert store.read_json("manifests/generated", f"{RUN_DATE}.json") == first  # earlier night untouched
-    for night, previous in (("2026-11-21", first), ("2026-11-22", None)):
+    assert store.read_json("manifests/generated", f"{RUN_DATE}.json")["files"] == first["files"]  # re-run: not regenerated
+    for night in ("2026-11-21", "2026-11-22"):
         manifest = store.read_json("manifests/generated", f"{night}.json")
         assert manifest["rows"] == 18 and manifest["gate"]["passed"] is True
         report = json.loads(store.read_bytes("reports", f"run_date={night}", "report.json"))
