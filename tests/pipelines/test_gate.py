@@ -177,3 +177,59 @@ def test_promotion_is_judged_against_production_on_shared_seeds_and_reuses_its_e
     assert again["settings"]["samples_per_label"] == 6 and again["figures"]["fd"] != fd / 4
     assert out["baseline"]["figures"]["fd"] == again["figures"]["fd"] == pytest.approx(out["evaluation"]["fd"], rel=1e-6)
     assert out["promoted"] is True and registry.resolve(store, "tiny-gan").version == candidate
+
+
+def test_the_deployed_entrypoint_runs_a_whole_night_from_a_config_path(tiny_night, tmp_path):
+    """What a work-pool worker runs for ``deploy/prefect.yaml``: its entrypoint string, loaded as Prefect loads
+    it, with a config path and overrides as the deployment's parameters."""
+    from pathlib import Path
+
+    import yaml
+    from prefect.flows import load_flow_from_entrypoint
+
+    store = _copy_of(tiny_night, tmp_path)
+    repo = Path(__file__).resolve().parents[2]
+    (deployment, *_) = yaml.safe_load((repo / "deploy" / "prefect.yaml").read_text())["deployments"]
+    module, name = deployment["entrypoint"].split(":")
+    flow = load_flow_from_entrypoint(f"{repo / module}:{name}")
+    night = flow(config_path=str(TINY_CONFIG), run_date="2026-11-24", overrides=[f"output={store.root}"])
+    assert night["status"] == "published" and night["run_date"] == "2026-11-24"
+    assert store.read_json("manifests/generated", "2026-11-24.json")["rows"] == 18
+    assert json.loads(store.read_bytes("reports", "run_date=2026-11-24", "report.json"))["status"] == "published"
+
+
+def test_nightly_refresh_recomputes_the_cached_stages_and_regenerates_a_published_night(tiny_night, tmp_path, capsys):
+    import pandas as pd
+
+    from pipelines.cli import main
+
+    store = _copy_of(tiny_night, tmp_path)
+    args = ["nightly", "--config", str(TINY_CONFIG), "--out", store.root, "--date", RUN_DATE]
+    files = set(store.listdir("generated", f"date={RUN_DATE}"))
+    before = pd.read_parquet(store.path("generated", f"date={RUN_DATE}")).set_index("id")["content_sha256"]
+    assert main(args) == 0  # this root's first run of the night: it fills the stage cache, regenerates nothing
+    assert "already published from the same requests, models and settings" in capsys.readouterr().out
+    assert set(store.listdir("generated", f"date={RUN_DATE}")) == files
+    plain = _flow_runs_of(store.root)[-1]
+    assert main([*args, "--refresh"]) == 0
+    refreshed = _flow_runs_of(store.root)[-1]
+    assert _task_states(plain)[f"curate-{RUN_DATE}"] == "Completed"
+    assert _task_states(refreshed)[f"curate-{RUN_DATE}"] == "Completed"  # not the cached result of the run before
+    assert main(args) == 0 and _task_states(_flow_runs_of(store.root)[-1])[f"curate-{RUN_DATE}"] == "Cached"
+    assert not files & set(store.listdir("generated", f"date={RUN_DATE}"))  # regenerated: new files ...
+    after = pd.read_parquet(store.path("generated", f"date={RUN_DATE}")).set_index("id")["content_sha256"]
+    assert after.sort_index().equals(before.sort_index())  # ... with the very same rows
+
+
+def _flow_runs_of(root):
+    """Ids of the nightly flow runs on ``root``, oldest first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["nightly"])),
+                                               sort=FlowRunSort.START_TIME_ASC, limit=200)
+
+    return [r.id for r in asyncio.run(read()) if r.parameters["config"]["output"] == root]

@@ -115,6 +115,43 @@ def test_a_running_night_listens_on_loopback_only(tiny_night, tmp_path):
     assert not exposed, exposed
 
 
+LISTEN_NETWORK = """
+import sys, ray
+from jobs.ray_runtime import ensure_ray
+from pipelines.config import load_config
+cfg = load_config(sys.argv[1], ["ray.listen=network", "ray.dashboard=false", "ray.num_cpus=1"])
+ensure_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.listen, cfg.ray.dashboard)
+print("GCS", ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()  # until the test closes it
+"""
+
+
+def test_ray_listen_network_puts_the_local_cluster_on_the_machines_address(tmp_path):
+    """The opt-in from the config: the GCS another machine would join listens on this machine's address and
+    answers there (the default, above, keeps every socket on loopback)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    proc = subprocess.Popen([sys.executable, "-c", LISTEN_NETWORK, str(TINY_CONFIG)], cwd=REPO, env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        line = ""
+        deadline = time.time() + 120
+        while not line.startswith("GCS ") and time.time() < deadline and proc.poll() is None:
+            line = proc.stdout.readline()
+        assert line.startswith("GCS "), f"no GCS address (exit {proc.poll()})"
+        host, port = line.split()[1].rsplit(":", 1)
+        assert not _is_loopback(f"{host}:0"), host
+        seen = _sockets_of(_tree(proc.pid), _listening())
+        gcs = [addr for addr, name in seen.items() if "gcs_server" in name and addr.endswith(f":{port}")]
+        assert gcs and not any(_is_loopback(a) for a in gcs), seen
+        with socket.create_connection((host, int(port)), timeout=10):  # reachable at the machine's address
+            pass
+    finally:
+        try:
+            os.killpg(proc.pid, 9)
+        except ProcessLookupError:
+            pass
+
+
 def _token() -> str:
     if os.environ.get("RAY_AUTH_TOKEN"):
         return os.environ["RAY_AUTH_TOKEN"]

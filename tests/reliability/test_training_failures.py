@@ -127,9 +127,38 @@ def test_a_killed_training_driver_resumes_after_its_last_checkpoint(tiny_night, 
         assert all(int(p["step"]) <= int(state["step"]) and len(p["images"]) for p in progress)
         steps.append(state["step"])
     assert max(steps) >= 5 and not store.exists("models", "tiny-gan")  # the killed run published nothing
+    killed = store.read_json("checkpoints", "tiny-gan", "_active.json")["run_name"]
+    copy = Store(str(tmp_path / "fresh"))
+    shutil.copytree(store.root, copy.root)
+    _fresh_start_on_an_older_curated_version(copy, killed)  # what --fresh and --dataset-version do instead
 
     cfg = load_config(TINY_CONFIG, output=store.root, overrides=OVERRIDES)
     result = run_training(cfg.models[0], cfg.train, store)
     card = registry.resolve(store, "tiny-gan").card
     assert card["resumed_from"]["step"] == max(steps)  # right after the last checkpoint the killed driver left
     assert result.epochs == 4 and result.steps > max(steps)
+
+
+def _fresh_start_on_an_older_curated_version(store: Store, killed: str) -> None:
+    """``aigc train --fresh --dataset-version V`` beside the interrupted run of the same config and data: a new
+    run from step 0 on V (not the newer latest version), the interrupted run's checkpoints left alone."""
+    import shutil
+
+    from jobs import layout
+    from pipelines.cli import main
+    from tests.conftest import TINY_CONFIG
+
+    version = store.read_json(layout.CURATED_LATEST)["dataset_version"]
+    newer = f"{version}-newer"  # a later curated version (the same rows under another name): now the latest
+    shutil.copytree(store.path("curated", version), store.path("curated", newer))
+    manifest = store.read_json("manifests", "curated", f"{version}.json")
+    store.write_json({**manifest, "dataset_version": newer}, "manifests", "curated", f"{newer}.json")
+    store.write_json({"dataset_version": newer}, layout.CURATED_LATEST)
+    interrupted = store.files("checkpoints", "tiny-gan", killed)
+    code = main(["train", "--config", str(TINY_CONFIG), "--out", store.root, "--model", "tiny-gan", "--fresh",
+                 "--dataset-version", version, *[a for o in OVERRIDES for a in ("--set", o)]])
+    assert code == 0
+    card = registry.resolve(store, "tiny-gan").card
+    assert card["dataset_version"] == version and card["resumed_from"] is None
+    assert card["ray_train_run"] != killed and card["epochs"] == 4 and card["steps"] > 0
+    assert store.files("checkpoints", "tiny-gan", killed) == interrupted
