@@ -22,8 +22,15 @@ def test_flow_returns_the_stage_summaries(tiny_night):
     pre = result["preprocess"]["counts"]
     assert pre["inputs"] == 500 == pre["accepted"] + pre["rejected"]
     assert [t["model"]["name"] for t in result["train"]] == ["tiny-gan", "tiny-gpt"]
-    assert all(t["promoted"] for t in result["train"])  # tonight's versions passed the gate
+    assert all(t["promoted"] for t in result["train"])  # tonight's versions passed the gate ...
+    checks = [c for m in result["models"] for c in m["promotion_checks"]]  # ... of tiny.yaml's absolute bounds
+    assert {(c["model"], c["metric"]) for c in checks} == {("tiny-gan", "fd"), ("tiny-gan", "memorisation_rate"),
+                                                          ("tiny-gpt", "distinct_2"), ("tiny-gpt", "copy_rate")}
+    assert all(c["passed"] and c["kind"] == "absolute" for c in checks)
+    gate = result["gate"]  # and so did tonight's output, through every filter but the label check
+    assert gate["passed"] and len(gate["checks"]) == 4 and all(c["passed"] for c in gate["checks"])
     gen = result["generate"]
+    assert gen["manifest"]["filters"]["enabled"] and gen["manifest"]["filters"]["near_copy"]
     assert gen["rows"] == 18 and gen["rejected"] == 0 and gen["by_modality"] == {"image": 12, "text": 6}
 
 
