@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
                         "and exits 1 with the reason. A date range backfills, oldest first, one partition per date.")
     common(sp)
     sp.add_argument("--date", type=_date_range, help="run date YYYY-MM-DD, or a range FROM..TO (inclusive) to "
-                    "backfill (default: today in the schedule's timezone)")
+                    "backfill (default: today in the schedule's timezone; a scheduled run takes the date it was due)")
     sp.add_argument("--refresh", action="store_true", help="recompute preprocessing and training even if this night "
                     "already ran them (by default a re-run of a failed night reuses the stages that succeeded)")
     sp = sub.add_parser("serve", help="serve the nightly flow as a Prefect deployment on the config's cron schedule")

@@ -135,7 +135,8 @@ def test_regenerate_says_how_a_changed_row_differs_and_why_a_refused_id_was_neve
     shutil.copytree(store.root, copy.root, ignore=shutil.ignore_patterns("checkpoints"))
     refuse_text = FilterSpec(min_label_confidence=None, near_copy=False, min_contrast=None, min_chars=1000, top_up=False)
     run_generation(cfg.generate.model_copy(update={"filters": refuse_text}), copy, "2026-06-01", cfg.name)
-    refused = pads.dataset(copy.path("rejects/generated"), format="parquet").to_table(columns=["id", "reason"]).to_pylist()
+    refused = pads.dataset(copy.path("rejects/generated", "date=2026-06-01"), format="parquet").to_table(
+        columns=["id", "reason"]).to_pylist()
     assert refused and {r["reason"] for r in refused} == {"too_short"}
 
     (path,) = [f for f in copy.files("generated", f"date={RUN_DATE}", suffix=".parquet")]  # the tiny night: one file
