@@ -5,7 +5,8 @@ adds an ``if family == ...`` anywhere else. A family is a ``GenerativeModel`` su
 dataclass; ``aigc_models.FAMILIES`` maps the family name to the class.
 
 The contract in short:
-- ``phases`` names the optimisers in the order one training step updates them (GANs have two).
+- ``phases`` names the optimisers in the order one training step updates them (GANs have two);
+  ``loss_metrics`` names the metrics a loss curve shows.
 - ``forward(phase, batch)`` returns ``(loss, metrics)`` for that phase. Putting the loss in ``forward`` keeps
   the model DistributedDataParallel-friendly: DDP synchronises gradients of what ``forward`` computes.
 - ``after_step(phase)`` runs after each optimiser step (EMA weights live there).
@@ -40,6 +41,8 @@ class GenerativeModel(nn.Module):
     modality: ClassVar[str]  # "image" or "text"
     config_class: ClassVar[type]
     phases: ClassVar[tuple[str, ...]] = ("model",)
+    loss_metrics: ClassVar[tuple[str, ...]] = ("loss",)  # metrics of ``forward`` a loss curve plots (and their
+    #   ``val_`` twins): the family says which of its metrics are losses
     pretrained: ClassVar[bool] = False  # weights come from a saved model, not from a random initialisation
 
     def __init__(self, config: Any) -> None:

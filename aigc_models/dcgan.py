@@ -103,6 +103,7 @@ class DCGAN(ImageModel):
     family = "dcgan"
     config_class = DCGANConfig
     phases = ("discriminator", "generator")
+    loss_metrics = ("loss_d", "loss_g")
 
     def __init__(self, config: DCGANConfig) -> None:
         super().__init__(config)

@@ -6,7 +6,7 @@ Images:
   of the *requested* label says whether a conditional image shows what was asked for.
 - ``pixel_features`` / ``nearest``: images box-downsampled to at most 16x16, scaled to [0, 1]; the RMS
   distance to the nearest training image flags near-copies (memorisation). Pixel space is crude but
-  honest for small images; the threshold is calibrated on held-out real images (see ``jobs.quality``).
+  honest for small images; the threshold is calibrated on held-out real images (see ``jobs.gate.references``).
 
 Texts:
 - ``shingles``: hashed character k-grams, mod-sampled (keep a hash when ``h % mod == 0``) so the reference

@@ -27,6 +27,8 @@ from .base import GenerativeModel, row_generator
 BOS, EOS, PAD = 256, 257, 258  # the byte tokenizer's special tokens
 VOCAB_SIZE = 259
 SPECIALS = ["<bos>", "<eos>", "<pad>"]
+DEFAULT_PROMPTS = ("The ", "A ", "In ")  # what a text model is sampled with when nobody asked for a prompt:
+#   its registry samples, per-epoch samples and a candidate's evaluation
 
 
 def encode(text: str) -> list[int]:

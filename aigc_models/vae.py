@@ -48,6 +48,7 @@ class VAEConfig(ImageConfig):
 class VAE(ImageModel):
     family = "vae"
     config_class = VAEConfig
+    loss_metrics = ("loss", "recon", "kl")
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__(config)

@@ -64,7 +64,7 @@ def lift(device: str) -> dict:
     mixed = rng.integers(0, 256, size=(600, 32, 32, 1), dtype=np.uint8)
     out = {}
     for name, pixels in (("real_only", real), ("real_plus_synthetic", mixed)):
-        epochs = max(1, -(-200 // -(-len(pixels) // 64)))  # 200 optimiser steps, as jobs.evaluate does
+        epochs = max(1, -(-200 // -(-len(pixels) // 64)))  # 200 optimiser steps, as jobs.gate.lift does
         _, seconds = timed(q.train_classifier, pixels, rng.integers(0, 10, len(pixels)), 10, epochs=epochs, device=device)
         out[f"{name}_s"] = seconds
     return out

@@ -5,7 +5,7 @@ first) and the same N rows (N/10 per digit):
 
   (a) naive     one sample at a time (batch of one), each saved as its own PNG file: how tutorials do it
   (b) loop      batched sampling, PNG encoding with the provenance label, one pyarrow Parquet writer
-  (c) pipeline  ``jobs.generate.run_generation``: Generator actors -> Finisher actors -> byte-bounded Parquet
+  (c) pipeline  ``jobs.generate.run.run_generation``: sampling actors -> finishing actors -> byte-bounded Parquet
 
 Each mode runs in a subprocess of its own, so its peak RSS (the driver's, for the pipeline) is its own.
 Filters are off in (c) so all three do the same work; (b) and (c) must give identical pixels (checked).
@@ -36,7 +36,7 @@ def _peak_mb() -> float:
 
 
 def _requests(model: str, rows: int, classes: list[str]):
-    from jobs.specs import RequestSpec
+    from jobs.generate.spec import RequestSpec
 
     return [RequestSpec(id="bench", model=model, labels=classes, per_label=max(1, rows // len(classes)))]
 
@@ -44,15 +44,15 @@ def _requests(model: str, rows: int, classes: list[str]):
 def mode_naive(root: str, model: str, rows: int) -> dict:
     import numpy as np
 
-    from jobs import registry
-    from jobs.generate import expand_requests
-    from jobs.images import to_pil
-    from jobs.storage import Store
+    from jobs.generate.plan import expand_requests
+    from jobs.store import registry
+    from jobs.store.png import to_pil
+    from jobs.store.storage import Store
 
     store = Store(root)
     ref = registry.resolve(store, model)
     net = registry.load(store, ref)
-    todo = expand_requests(_requests(model, rows, ref.card["config"]["classes"]), {model: ref}, DATE)
+    todo = expand_requests(_requests(model, rows, ref.card.classes), {model: ref}, DATE)
     with tempfile.TemporaryDirectory() as out:
         started = time.time()
         for r in todo.itertuples(index=False):
@@ -68,15 +68,15 @@ def mode_loop(root: str, model: str, rows: int, batch: int = 256) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from jobs import provenance, registry
-    from jobs.generate import expand_requests
-    from jobs.images import encode_png
-    from jobs.storage import Store
+    from jobs.generate.plan import expand_requests
+    from jobs.store import provenance, registry
+    from jobs.store.png import encode_png
+    from jobs.store.storage import Store
 
     store = Store(root)
     ref = registry.resolve(store, model)
     net = registry.load(store, ref)
-    todo = expand_requests(_requests(model, rows, ref.card["config"]["classes"]), {model: ref}, DATE)
+    todo = expand_requests(_requests(model, rows, ref.card.classes), {model: ref}, DATE)
     sampler = json.loads(todo["sampler"].iloc[0])
     digest = {}
     schema = pa.schema([("id", pa.string()), ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
@@ -105,17 +105,17 @@ def mode_loop(root: str, model: str, rows: int, batch: int = 256) -> dict:
 def mode_pipeline(root: str, model: str, rows: int, config: str) -> dict:
     import pyarrow.dataset as pads
 
-    from jobs import registry
-    from jobs.generate import run_generation
-    from jobs.ray_runtime import ensure_ray
-    from jobs.specs import FilterSpec
-    from jobs.storage import Store
+    from jobs.generate.run import run_generation
+    from jobs.generate.spec import FilterSpec
+    from jobs.runtime.cluster import ensure_ray
+    from jobs.store import registry
+    from jobs.store.storage import Store
     from pipelines.config import load_config
 
     cfg = load_config(config, output=root)
     ensure_ray(cfg.ray.address, cfg.ray.num_cpus)
     store = Store(root)
-    classes = registry.resolve(store, model).card["config"]["classes"]
+    classes = registry.resolve(store, model).card.classes
     spec = cfg.generate.model_copy(update={"requests": [], "request_tables": [],
                                            "filters": FilterSpec(enabled=False)})
     spec = spec.model_copy(update={"requests": _requests(model, rows, classes)})

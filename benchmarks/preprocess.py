@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jobs.preprocess import run_preprocess
-from jobs.ray_runtime import ensure_ray
-from jobs.specs import ImageFolderSource, PreprocessSpec
-from jobs.storage import Store
+from jobs.data.curate import run_preprocess
+from jobs.data.spec import ImageFolderSource, PreprocessSpec
+from jobs.runtime.cluster import ensure_ray
+from jobs.store.storage import Store
 
 
 def make_folder(root: Path, n: int, seed: int = 0) -> None:

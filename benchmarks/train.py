@@ -91,11 +91,14 @@ def with_ray(args: argparse.Namespace) -> dict:
     import pandas as pd
     import pyarrow.dataset as pads
 
-    from jobs.preprocess import resolve_dataset_version, run_preprocess
-    from jobs.ray_runtime import ensure_ray
-    from jobs.specs import BuiltinSource, ModelSpec, PreprocessSpec, TrainSpec
-    from jobs.storage import Store
-    from jobs.train import _training_columns, model_config, run_training, split_stats
+    from jobs.data.curate import run_preprocess
+    from jobs.data.curated import resolve_dataset_version
+    from jobs.data.spec import BuiltinSource, PreprocessSpec
+    from jobs.runtime.cluster import ensure_ray
+    from jobs.store.storage import Store
+    from jobs.train.data import model_config, split_stats, training_columns
+    from jobs.train.run import run_training
+    from jobs.train.spec import ModelSpec, TrainSpec
 
     ensure_ray(num_cpus=args.cpus)
     torch.set_num_threads(1)  # what a Ray Train worker with one CPU gets (OMP_NUM_THREADS=1)
@@ -109,7 +112,7 @@ def with_ray(args: argparse.Namespace) -> dict:
         n_rows, classes = split_stats(store, version, "train", "image", None)
         df = pads.dataset(store.path("curated", version, "train"), format="parquet").to_table().to_pandas()
         df = df[df["modality"] == "image"]
-        batches = [_training_columns(df.iloc[i:i + batch_size], "image") for i in range(0, len(df), batch_size)]
+        batches = [training_columns(df.iloc[i:i + batch_size], "image") for i in range(0, len(df), batch_size)]
         torch.manual_seed(0)
         plain = plain_loop(aigc_models.build(family, model_config(spec, store, version, classes)), batches,
                            args.epochs, torch.device("cpu"), bf16=False)

@@ -13,6 +13,8 @@ import traceback
 from datetime import date
 from typing import Any, Callable
 
+from . import commands
+
 EPILOG = """\
 examples:
   aigc nightly                                  # the demo: configs/demo.yaml, output in ./runs
@@ -44,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--traceback", action="store_true", help="print the full traceback when a run fails")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(sp: argparse.ArgumentParser) -> None:
+    def common(sp: argparse.ArgumentParser) -> None:  # every command that reads a config
         sp.add_argument("--config", help="job config YAML (default: configs/demo.yaml)")
         sp.add_argument("--out", help="output ROOT, overriding the config's 'output' (local path or URI)")
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -55,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--ray-address", metavar="ADDRESS", help="run the Ray work on this cluster: 'auto' (the node's "
                         "running cluster) or 'ray://head:10001' (default: ray.address, else RAY_ADDRESS, else a local Ray)")
 
+    _stage_commands(sub, common)
+    _tool_commands(sub, common)
+    return p
+
+
+def _stage_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """The pipeline's stages: each runs its Prefect flow."""
     sp = sub.add_parser("preprocess", help="ingest, clean, deduplicate, split and version the sources")
     common(sp)
     sp = sub.add_parser("train", help="train the config's models on the latest curated dataset (Ray Train)")
@@ -82,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
                     "backfill (default: today in the schedule's timezone; a scheduled run takes the date it was due)")
     sp.add_argument("--refresh", action="store_true", help="recompute preprocessing and training even if this night "
                     "already ran them (by default a re-run of a failed night reuses the stages that succeeded)")
+
+
+def _tool_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Commands around the stages: serving the schedule, the registry, checking and mixing published rows."""
     sp = sub.add_parser("serve", help="serve the nightly flow as a Prefect deployment on the config's cron schedule")
     common(sp)
     sp = sub.add_parser("promote", help="point a model's production.json (what generation uses) at a version")
@@ -110,8 +123,6 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("inspect", help="summarise a curated dataset, generated partition or model version")
     sp.add_argument("path")
     sp.add_argument("--grid", help="where a curated dataset's sample grid PNG goes (default: ./curated-<version>-samples.png)")
-    return p
-
 
 def _date(value: str) -> str:
     try:
@@ -138,213 +149,92 @@ def _date_range(value: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "inspect":
-        from .inspect_path import describe_path
+        return commands.inspect(args.path, args.grid)
 
-        try:
-            print(describe_path(args.path, args.grid))
-            return 0
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"aigc: error: {exc}", file=sys.stderr)
-            return 2
-
-    from .config import ConfigError, as_dict, load_config
+    from .config import ConfigError, load_config
 
     try:
         extra = (["train.promote=always"] if getattr(args, "promote", False) else []) + \
             ([f"ray.address={args.ray_address}"] if getattr(args, "ray_address", None) else [])
         cfg = load_config(args.config, args.overrides + extra, args.out)
-        if args.command == "train":
-            for name in args.model or []:
-                cfg.model(name)
+        for name in (args.model or []) if args.command == "train" else []:
+            cfg.model(name)
         if getattr(args, "count", None) is not None and args.count < 1:
             raise ConfigError("--count: must be at least 1")
     except ConfigError as exc:
         print(f"aigc: error: {exc}", file=sys.stderr)
         return 2
+    if args.command in ("promote", "regenerate", "augment", "serve"):
+        return getattr(commands, args.command)(cfg, args)
+    return _run_flow(cfg, args)
 
-    if args.command == "promote":
-        return _promote(cfg.output, args.model, args.version)
-    if args.command == "regenerate":
-        return _regenerate(cfg.output, args)
-    if args.command == "augment":
-        return _augment(cfg, args)
 
+def _run_flow(cfg: Any, args: argparse.Namespace) -> int:
+    """A stage's flow (or the night's) with the console of ``pipelines.console``, then its summary."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from the local server
-    from jobs import progress
+    from jobs.runtime import progress
 
-    from .prefect_api import PrefectUnavailable, start_prefect_api
-
-    if args.command == "serve":
-        from prefect import serve
-
-        from .schedule import build_deployment
-
-        try:
-            start_prefect_api()()
-        except PrefectUnavailable as exc:
-            print(f"aigc: serve failed: {exc}", file=sys.stderr)
-            return 1
-        print(f"serving '{cfg.name}' nightly on cron '{cfg.schedule.cron}' ({cfg.schedule.timezone}); Ctrl-C stops")
-        serve(build_deployment(cfg))
-        return 0
-
+    from . import summary
     from .console import Console
+    from .prefect_api import start_prefect_api
 
     started = time.time()
     root = cfg.output if "://" in cfg.output else os.path.abspath(cfg.output)
     with Console(root, args.command, args.verbose) as console:
         code, result, failure = _run(cfg, args, start_prefect_api(progress.say))
     log = console.log_path  # after the run: an object-store ROOT gets its log at the end
-    from . import summary
-
     if failure:
         print(f"aigc: {failure}\naigc: the full log: {log}", file=sys.stderr)
         return code
-    seconds = time.time() - started
     if args.command == "preprocess":
         lines = summary.preprocess_lines(result)
     elif args.command == "train":
-        lines = summary.train_lines(result)
+        from jobs.store.storage import Store
+
+        lines = summary.train_lines(result, Store(cfg.output).display)
     elif args.command == "generate":
         lines = summary.generate_lines(result)
     else:
-        lines = []
-        for night in result if isinstance(result, list) else [result]:
-            lines += _night_lines(cfg, night)
+        lines = [line for night in (result if isinstance(result, list) else [result])
+                 for line in summary.night_lines(night, cfg.output)]
     lines.append(("log", log))
-    print(summary.render(f"aigc {args.command}: {cfg.name}", lines, seconds))
+    print(summary.render(f"aigc {args.command}: {cfg.name}", lines, time.time() - started))
     return 0
 
 
 def _run(cfg: Any, args: argparse.Namespace, prefect_ready: Callable[[], None]) -> tuple[int, Any, str | None]:
     """Runs the command's flow: (exit code, result, None) or (code, None, the one line that says why not)."""
-    from . import flows
-
     import ray
 
-    from jobs.ray_runtime import ensure_ray
+    from jobs.runtime.cluster import ensure_ray
 
-    from .config import as_dict
+    from . import flows
 
-    config = as_dict(cfg)
     ray_was_running = ray.is_initialized()  # a caller's Ray (tests, notebooks) is left running
-    try:  # here, not in the first task: a cluster that cannot be joined fails at once, without task retries
-        ensure_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.listen, cfg.ray.dashboard, cfg.ray.autoscaling)
-        prefect_ready()
-    except Exception as exc:
-        if not ray_was_running and ray.is_initialized():
-            ray.shutdown()
-        return 1, None, (traceback.format_exc() if args.traceback else "") + f"{args.command} failed: {type(exc).__name__}: {exc}"
+    failed = lambda exc: (traceback.format_exc() if args.traceback else "") + \
+        f"{args.command} failed: {type(exc).__name__}: {exc}"  # noqa: E731
     runners: dict[str, Callable[[], Any]] = {
-        "preprocess": lambda: flows.preprocess_flow(config),
-        "train": lambda: flows.train_flow(config, args.model, args.dataset_version, args.fresh),
-        "generate": lambda: flows.generate_flow(config, args.date, args.count, args.refresh),
-        "nightly": lambda: (flows.backfill_flow(config, args.date, args.refresh) if args.date and len(args.date) > 1
-                            else flows.nightly_flow(config, args.date[0] if args.date else None, args.refresh)),
+        "preprocess": lambda: flows.preprocess_flow(cfg),
+        "train": lambda: flows.train_flow(cfg, args.model, args.dataset_version, args.fresh),
+        "generate": lambda: flows.generate_flow(cfg, args.date, args.count, args.refresh),
+        "nightly": lambda: (flows.backfill_flow(cfg, args.date, args.refresh) if args.date and len(args.date) > 1
+                            else flows.nightly_flow(cfg, args.date[0] if args.date else None, args.refresh)),
     }
     try:
+        try:  # here, not in the first task: a cluster that cannot be joined fails at once, without task retries
+            ensure_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.listen, cfg.ray.dashboard, cfg.ray.autoscaling)
+            prefect_ready()
+        except Exception as exc:
+            return 1, None, failed(exc)
         return 0, runners[args.command](), None
     except KeyboardInterrupt:
         return 130, None, "interrupted"
     except Exception as exc:  # a failed run: one clear line, the traceback on request
-        return 1, None, (traceback.format_exc() if args.traceback else "") + f"{args.command} failed: {type(exc).__name__}: {exc}"
+        return 1, None, failed(exc)
     finally:
         if not ray_was_running and ray.is_initialized():
             ray.shutdown()
-
-
-def _night_lines(cfg: Any, night: dict[str, Any]) -> list[tuple[str, str]]:
-    from . import summary
-
-    lines = [("run date", f"{night['run_date']}: {night['status']}")]
-    lines += summary.preprocess_lines(night["preprocess"]) + summary.models_lines(night["models"])
-    if night["generate"]:
-        lines += summary.generate_lines(night["generate"])
-    lines += summary.gate_lines(night)
-    lines.append(("report", night.get("report") or "not written"))
-    lines.append(("look at", f"aigc inspect {cfg.output}/generated/date={night['run_date']}"))
-    return lines
-
-
-def _augment(cfg: Any, args: argparse.Namespace) -> int:
-    """Builds the augmented dataset with pyarrow on this machine (no Ray, no Prefect): it reads small columns
-    to choose rows and streams the chosen rows' content once."""
-    import dataclasses
-
-    from jobs.cards import write_cards
-    from jobs.layout import open_root
-    from jobs.mixture import MixError, build_mixture
-
-    from . import summary
-
-    started = time.time()
-    try:
-        store = open_root(cfg.output)
-        result = build_mixture(cfg.augment, store, args.dates)
-        write_cards(store, cfg.card, cfg.name)
-    except MixError as exc:  # inputs or settings that cannot make a mixture: one line naming the augment.* key
-        print(f"aigc: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("aigc: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if args.traceback:
-            traceback.print_exc()
-        print(f"aigc: augment failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print(summary.render(f"aigc augment: {cfg.name}", summary.augment_lines(dataclasses.asdict(result)),
-                         time.time() - started))
-    return 0
-
-
-def _regenerate(root: str, args: argparse.Namespace) -> int:
-    from jobs.layout import open_root
-    from jobs.regenerate import regenerate
-    from jobs.storage import Store
-
-    ids = list(args.ids)
-    try:
-        if args.ids_file:
-            with open(args.ids_file, encoding="utf-8") as f:
-                ids += [line.strip() for line in f if line.strip()]
-        if not ids:
-            raise ValueError("give --id ID (repeatable) or --ids FILE")
-        results, missing, refused = regenerate(open_root(root), ids, args.to, args.use_gpu)
-    except (OSError, ValueError) as exc:
-        print(f"aigc: error: {exc}", file=sys.stderr)
-        return 2
-    for r in results:
-        print(f"{'ok  ' if r.identical else 'DIFF'} {r.id}  {r.run_date}  {r.model}  {r.detail}  {r.path or ''}")
-    for i, why in refused.items():
-        print(f"REFUSED {i}  {why}: never published")
-    for i in missing:
-        print(f"MISS {i}  not found in any published partition or rejects table under {Store(root).display()}")
-    same = sum(r.identical for r in results)
-    print(f"{same}/{len(ids)} rows regenerated identically" + (f"; files in {args.to}" if results else ""))
-    return 0 if same == len(ids) else 1
-
-
-def _promote(root: str, name: str, version: str | None) -> int:
-    """Promotes ``version`` of ``name`` (exit 2 if it does not exist), or lists the versions."""
-    from jobs import registry
-    from jobs.storage import Store
-
-    store = Store(root)
-    try:
-        if version:
-            registry.promote_version(store, name, version)
-            print(f"{name}: production is now {version}")
-            return 0
-        rows = registry.versions(store, name)
-    except FileNotFoundError as exc:
-        print(f"aigc: error: {exc}", file=sys.stderr)
-        return 2
-    for card, production in rows:
-        metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(card.get("final_metrics", {}).items()) if "loss" in k)
-        print(f"{'*' if production else ' '} {card['version']}  {card['steps']:>6} steps  data {card['dataset_version']}  {metrics}")
-    return 0
 
 
 if __name__ == "__main__":

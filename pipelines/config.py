@@ -7,19 +7,48 @@ Every error is a ``ConfigError`` whose one-line message names the dotted key (``
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 import aigc_models
-
-from jobs.specs import (NAME_RE, CardSpec, GateSpec, GenerateSpec, MixSpec, SecuritySpec, ModelSpec, PreprocessSpec, RaySpec, ScheduleSpec, Source,
-                        Strict, TrainSpec)
+from jobs.data.spec import PreprocessSpec, Source
+from jobs.gate.spec import GateSpec
+from jobs.generate.spec import GenerateSpec
+from jobs.mix.spec import MixSpec
+from jobs.runtime.spec import NAME_RE, RaySpec, Strict
+from jobs.store.spec import CardSpec, SecuritySpec
+from jobs.train.spec import ModelSpec, TrainSpec
 
 SOURCE_KINDS = ("builtin", "image_folder", "text_files", "table")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+
+
+class ScheduleSpec(Strict):
+    cron: str = "0 2 * * *"  # in ``timezone``: one run per local day across DST changes (a skipped 02:00 runs an
+    timezone: str = "UTC"    #   hour early that day; a repeated 01:30 runs once)
+    overlap: Literal["queue", "cancel"] = "queue"  # a scheduled night that finds the last one still running
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if len(v.split()) != 5 or not all(re.fullmatch(r"[\d*/,\-A-Za-z?]+", p) for p in v.split()):
+            raise ValueError("must be a five-field cron expression such as '0 2 * * *'")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(v)
+        except Exception:
+            raise ValueError(f"unknown timezone {v!r}") from None
+        return v
 
 
 class ConfigError(ValueError):
@@ -46,7 +75,7 @@ class PipelineConfig(Strict):
         """With ``security.allowed_roots`` set, every path the config names is checked before any I/O."""
         import glob
 
-        from jobs.paths import PathNotAllowed, glob_root
+        from jobs.store.paths import PathNotAllowed, glob_root
 
         policy = self.security.policy()
         if not policy.restricted:

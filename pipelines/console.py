@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from jobs import progress
+from jobs.runtime import progress
 
 PLAIN_EVERY = 20.0  # seconds between plain progress lines when output is not a terminal (and only on progress)
 
@@ -95,7 +95,7 @@ class Console:
         self.out = sys.stdout
         self._file.close()
         if "://" in self.root:  # an object-store ROOT: the log goes there at the end
-            from jobs.storage import Store
+            from jobs.store.storage import Store
 
             with open(self.log_path, "rb") as f:
                 Store(self.root).write_bytes(f.read(), "logs", os.path.basename(self.log_path))

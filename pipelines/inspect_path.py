@@ -1,7 +1,7 @@
 """``aigc inspect PATH``: a human summary of a curated dataset, a generated partition, or a model version.
 
 PATH is a local folder or an object-store URI (``s3://bucket/runs/generated/date=D?endpoint_override=...``),
-read through ``jobs.storage.Store`` like everything else the pipeline touches."""
+read through ``jobs.store.Store`` like everything else the pipeline touches."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pyarrow.dataset as pads
 
-from jobs.storage import Store
+from jobs.store import layout, registry
+from jobs.store.storage import Store
 
 
 def curated_grid(dataset: Store, out: Path, per_label: int = 8) -> Path | None:
@@ -21,7 +22,7 @@ def curated_grid(dataset: Store, out: Path, per_label: int = 8) -> Path | None:
     import numpy as np
     from PIL import Image
 
-    from jobs.images import grid
+    from jobs.store.pictures import grid
 
     table = pads.dataset(dataset.path("train"), filesystem=dataset.fs, format="parquet").to_table(
         columns=["modality", "label", "image"])
@@ -42,12 +43,12 @@ def describe_path(path: str, grid_path: str | None = None) -> str:
     p = Store(path)
     if not p.exists():
         raise FileNotFoundError(f"{p.display()} does not exist")
-    if p.exists("model_card.json"):
-        card = p.read_json("model_card.json")
-        lines = [f"model {card['name']} {card['version']} ({card['family']}, {card['modality']}, {card['parameters']:,} parameters)",
-                 f"  dataset {card['dataset_version']}, {card['steps']:,} steps / {card['epochs']} epochs in {card['wall_seconds']}s",
-                 "  final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in card["final_metrics"].items()),
-                 f"  sha256 {card['checkpoint_sha256']}",
+    if p.exists(registry.CARD):
+        card = registry.read_card(p, "")
+        lines = [f"model {card.name} {card.version} ({card.family}, {card.modality}, {card.parameters:,} parameters)",
+                 f"  dataset {card.dataset_version}, {card.steps:,} steps / {card.epochs} epochs in {card.wall_seconds}s",
+                 "  final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in card.final_metrics.items()),
+                 f"  sha256 {card.checkpoint_sha256}",
                  f"  files: {', '.join(p.listdir())}"]
         return "\n".join(lines)
     found = _manifest_of(p)
@@ -65,8 +66,7 @@ def describe_path(path: str, grid_path: str | None = None) -> str:
                           f"  by label: {json.dumps(c['by_label'])}"]
                          + ([f"  augmented train rows: {c['augmented']:,}"] if c.get("augmented") else [])
                          + _grid_line(p, Path(grid_path or f"curated-{m['dataset_version']}-samples.png")))
-    files = [f for f in p.files(suffix=".parquet")
-             if not any(part[:1] in "_." for part in f[len(p.path()):].strip("/").split("/"))]
+    files = layout.data_files(p)
     if not files:
         raise ValueError(f"{p.display()} holds no model card, curated manifest or Parquet files")
     table = pads.dataset(files, filesystem=p.fs, format="parquet").to_table()
@@ -83,7 +83,7 @@ def describe_path(path: str, grid_path: str | None = None) -> str:
 
 def _manifest_of(dataset: Store) -> Store | None:
     """The folder holding a curated version's or a mix's manifest, ``ROOT/manifests/<area>/<name>.json``
-    (``jobs.layout``), when ``dataset`` is ``ROOT/<area>/<name>``."""
+    (``jobs.store.layout``), when ``dataset`` is ``ROOT/<area>/<name>``."""
     area = dataset.parent()
     if area.name not in ("curated", "augmented"):
         return None

@@ -34,7 +34,7 @@ RUN_DATE = "2026-11-20"
 def ray_local():
     import ray
 
-    from jobs.ray_runtime import ensure_ray
+    from jobs.runtime.cluster import ensure_ray
 
     ensure_ray(num_cpus=4, dashboard=False)  # its processes take ~5% of a 2-core machine; the auth test starts one
     yield ray
@@ -68,7 +68,7 @@ def tiny_config():
 @pytest.fixture(scope="session")
 def tiny_night(tmp_path_factory, ray_local, prefect_server):
     """The real nightly flow on the tiny config: (config, Store, flow result)."""
-    from jobs.storage import Store
+    from jobs.store.storage import Store
     from pipelines.config import as_dict, load_config
     from pipelines.flows import nightly_flow
 

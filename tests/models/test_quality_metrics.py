@@ -43,9 +43,9 @@ def test_text_diversity_figures():
 
 
 def test_perplexity_is_lower_on_text_the_model_was_trained_on():
-    import aigc_models
-
     import torch
+
+    import aigc_models
 
     torch.manual_seed(0)
     model = aigc_models.build("char_rnn", {"hidden": 32, "n_layer": 1, "seq_len": 32})

@@ -33,9 +33,9 @@ def test_failed_run_exits_1_with_one_line(tmp_path, capsys, ray_local, prefect_s
 def test_inspect_summarises_each_kind_of_output(tiny_night, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # where the curated sample grid lands
     _, store, result = tiny_night
-    model = result["train"][0]["model"]["path"]
+    model = store.display(result.models[0].trained.model.path)
     for path, needle in [(store.path("generated", "date=2026-11-20"), "18 rows"),
-                         (store.path("curated", result["preprocess"]["dataset_version"]), "sample grid (one row per label)"),
+                         (store.path("curated", result.preprocess.dataset_version), "sample grid (one row per label)"),
                          (model, "model tiny-gan")]:
         assert main(["inspect", path]) == 0
         assert needle in capsys.readouterr().out
@@ -49,7 +49,7 @@ def test_inspect_summarises_each_kind_of_output(tiny_night, capsys, tmp_path, mo
 def test_promote_lists_versions_and_moves_production(tiny_night, capsys):
     import shutil
 
-    from jobs import registry
+    from jobs.store import registry
 
     cfg, store, _ = tiny_night
     current = registry.resolve(store, "tiny-gan").version
@@ -71,11 +71,11 @@ def test_promote_lists_versions_and_moves_production(tiny_night, capsys):
 
 
 def test_train_leaves_production_alone_unless_promote(tiny_night, capsys):
-    from jobs import registry
+    from jobs.store import registry
 
     cfg, store, _ = tiny_night
     current = registry.resolve(store, "tiny-gpt").version
-    before = {card["version"] for card, _ in registry.versions(store, "tiny-gpt")}
+    before = {card.version for card, _ in registry.versions(store, "tiny-gpt")}
     args = ["train", "--model", "tiny-gpt", "--config", str(TINY_CONFIG), "--out", store.root]
     try:
         assert main(args) == 0
@@ -83,14 +83,14 @@ def test_train_leaves_production_alone_unless_promote(tiny_night, capsys):
         assert registry.resolve(store, "tiny-gpt").version == current
         assert main([*args, "--promote"]) == 0
         assert "(production)" in capsys.readouterr().out
-        newest = registry.versions(store, "tiny-gpt")[-1][0]["version"]
+        newest = registry.versions(store, "tiny-gpt")[-1][0].version
         assert registry.resolve(store, "tiny-gpt").version == newest != current
     finally:  # the shared registry as it was: later tests must not meet these versions
         registry.promote_version(store, "tiny-gpt", current)
         for card, _ in registry.versions(store, "tiny-gpt"):
-            if card["version"] not in before:
-                store.delete("models", "tiny-gpt", card["version"])
-        assert {card["version"] for card, _ in registry.versions(store, "tiny-gpt")} == before
+            if card.version not in before:
+                store.delete("models", "tiny-gpt", card.version)
+        assert {card.version for card, _ in registry.versions(store, "tiny-gpt")} == before
 
 
 def test_regenerate_rebuilds_published_rows_byte_for_byte(tiny_night, tmp_path, capsys):
@@ -125,9 +125,9 @@ def test_regenerate_says_how_a_changed_row_differs_and_why_a_refused_id_was_neve
     import pyarrow.dataset as pads
     import pyarrow.parquet as pq
 
-    from jobs.generate import run_generation
-    from jobs.specs import FilterSpec
-    from jobs.storage import Store
+    from jobs.generate.run import run_generation
+    from jobs.generate.spec import FilterSpec
+    from jobs.store.storage import Store
     from tests.conftest import RUN_DATE
 
     cfg, store, _ = tiny_night

@@ -14,7 +14,7 @@ from tests.conftest import RUN_DATE, TINY_CONFIG
 
 
 def _copy_of(tiny_night, tmp_path):
-    from jobs.storage import Store
+    from jobs.store.storage import Store
 
     _, store, _ = tiny_night
     root = tmp_path / "root"
@@ -87,7 +87,7 @@ def test_a_backfill_with_a_failing_date_publishes_the_others_with_a_partition_an
 
 
 def test_a_refused_night_publishes_nothing_keeps_production_and_a_rerun_reuses_what_succeeded(tiny_night, tmp_path):
-    from jobs import registry
+    from jobs.store import registry
     from pipelines.flows import NightRefused
 
     store = _copy_of(tiny_night, tmp_path)
@@ -98,7 +98,7 @@ def test_a_refused_night_publishes_nothing_keeps_production_and_a_rerun_reuses_w
         _night(store, "2026-11-22", [new_seed, "gate.absolute={fd: 0.0}"]).result()
 
     assert registry.resolve(store, "tiny-gan").version == production  # the candidate failed its evaluation
-    candidates = [c["version"] for c, _ in registry.versions(store, "tiny-gan") if c["version"] != production]
+    candidates = [c.version for c, _ in registry.versions(store, "tiny-gan") if c.version != production]
     assert len(candidates) == 1 and store.exists("models", "tiny-gan", candidates[0], "evaluation.json")
     assert (sorted(store.listdir("generated")), store.read_bytes("manifests/generated", f"{RUN_DATE}.json")) == before
     assert not store.exists("generated", "date=2026-11-22") and not store.exists("rejects/generated", "date=2026-11-22")
@@ -112,7 +112,7 @@ def test_a_refused_night_publishes_nothing_keeps_production_and_a_rerun_reuses_w
     night = state.result()
     states = _task_states(state.state_details.flow_run_id)
     assert states["curate-2026-11-22"] == "Cached" and states["train-tiny-gan"] == "Cached"
-    assert night["status"] == "published" and registry.resolve(store, "tiny-gan").version == candidates[0]
+    assert night.status == "published" and registry.resolve(store, "tiny-gan").version == candidates[0]
     assert store.read_json("manifests/generated", "2026-11-22.json")["rows"] == 18
 
 
@@ -134,7 +134,7 @@ def test_re_running_a_night_replaces_its_partition_whole(tiny_night, tmp_path):
     before = set(store.listdir("generated", f"date={RUN_DATE}"))
     night = _night(store, RUN_DATE, ["generate.requests.0.per_label=2"]).result()  # 6 digits instead of 12
 
-    assert night["status"] == "published"
+    assert night.status == "published"
     rows = pd.read_parquet(store.path("generated", f"date={RUN_DATE}"))
     assert len(rows) == 6 + 6 and rows["id"].is_unique and (rows["modality"] == "image").sum() == 6
     assert not before & set(store.listdir("generated", f"date={RUN_DATE}"))  # no file of the old partition left
@@ -144,9 +144,9 @@ def test_re_running_a_night_replaces_its_partition_whole(tiny_night, tmp_path):
 
 def test_promotion_is_judged_against_production_on_shared_seeds_and_reuses_its_evaluation_until_settings_change(
         tiny_night, tmp_path):
-    from jobs import registry
-    from pipelines.config import as_dict, load_config
-    from pipelines.flows import promote_task
+    from jobs.store import registry
+    from pipelines.config import load_config
+    from pipelines.flows import gate_candidate
 
     store = _copy_of(tiny_night, tmp_path)
     production = registry.resolve(store, "tiny-gan").version
@@ -161,22 +161,22 @@ def test_promotion_is_judged_against_production_on_shared_seeds_and_reuses_its_e
     store.write_json({**saved, "figures": {**saved["figures"], "fd": fd / 4}}, "models", "tiny-gan", production, "evaluation.json")
 
     cfg = load_config(TINY_CONFIG, ["gate.relative={fd: 0.5}"], output=store.root)
-    out = promote_task(as_dict(cfg), "tiny-gan", candidate)
-    assert out["baseline"]["version"] == production and out["baseline"]["figures"]["fd"] == fd / 4
-    assert out["evaluation"]["fd"] == pytest.approx(fd, rel=1e-6)  # the same weights on the same seeds: the same figure
-    (rel,) = [c for c in out["checks"] if c["kind"] == "relative"]
+    out = gate_candidate(cfg, "tiny-gan", candidate, card["final_metrics"])
+    assert out.baseline["version"] == production and out.baseline["figures"]["fd"] == fd / 4
+    assert out.evaluation["fd"] == pytest.approx(fd, rel=1e-6)  # the same weights on the same seeds: the same figure
+    (rel,) = [c for c in out.checks if c["kind"] == "relative"]
     assert rel["metric"] == "fd" and rel["bound"] == pytest.approx(fd / 4 * 1.5) and rel["passed"] is False
-    assert out["promoted"] is False and "fd" in out["failures"][0] and "relative bound" in out["failures"][0]
+    assert out.promoted is False and "fd" in out.failures[0] and "relative bound" in out.failures[0]
     assert registry.resolve(store, "tiny-gan").version == production
-    assert store.read_json("models", "tiny-gan", candidate, "evaluation.json")["figures"]["fd"] == out["evaluation"]["fd"]
+    assert store.read_json("models", "tiny-gan", candidate, "evaluation.json")["figures"]["fd"] == out.evaluation["fd"]
 
     # other evaluation settings: neither saved evaluation applies; both are computed again, on the new seed set
     cfg = load_config(TINY_CONFIG, ["gate.relative={fd: 0.5}", "gate.samples_per_label=6"], output=store.root)
-    out = promote_task(as_dict(cfg), "tiny-gan", candidate)
+    out = gate_candidate(cfg, "tiny-gan", candidate, card["final_metrics"])
     again = store.read_json("models", "tiny-gan", production, "evaluation.json")
     assert again["settings"]["samples_per_label"] == 6 and again["figures"]["fd"] != fd / 4
-    assert out["baseline"]["figures"]["fd"] == again["figures"]["fd"] == pytest.approx(out["evaluation"]["fd"], rel=1e-6)
-    assert out["promoted"] is True and registry.resolve(store, "tiny-gan").version == candidate
+    assert out.baseline["figures"]["fd"] == again["figures"]["fd"] == pytest.approx(out.evaluation["fd"], rel=1e-6)
+    assert out.promoted is True and registry.resolve(store, "tiny-gan").version == candidate
 
 
 def test_the_deployed_entrypoint_runs_a_whole_night_from_a_config_path(tiny_night, tmp_path):
@@ -193,7 +193,7 @@ def test_the_deployed_entrypoint_runs_a_whole_night_from_a_config_path(tiny_nigh
     module, name = deployment["entrypoint"].split(":")
     flow = load_flow_from_entrypoint(f"{repo / module}:{name}")
     night = flow(config_path=str(TINY_CONFIG), run_date="2026-11-24", overrides=[f"output={store.root}"])
-    assert night["status"] == "published" and night["run_date"] == "2026-11-24"
+    assert night.status == "published" and night.run_date == "2026-11-24"
     assert store.read_json("manifests/generated", "2026-11-24.json")["rows"] == 18
     assert json.loads(store.read_bytes("reports", "run_date=2026-11-24", "report.json"))["status"] == "published"
 

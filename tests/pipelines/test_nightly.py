@@ -8,7 +8,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from PIL import Image
 
-from jobs import schema
+from jobs.store import schema
 from tests.conftest import RUN_DATE
 
 
@@ -18,20 +18,20 @@ def published(store):
 
 def test_flow_returns_the_stage_summaries(tiny_night):
     cfg, store, result = tiny_night
-    assert result["run_date"] == RUN_DATE
-    pre = result["preprocess"]["counts"]
+    assert result.run_date == RUN_DATE and result.status == "published"
+    pre = result.preprocess.counts
     assert pre["inputs"] == 500 == pre["accepted"] + pre["rejected"]
-    assert [t["model"]["name"] for t in result["train"]] == ["tiny-gan", "tiny-gpt"]
-    assert all(t["promoted"] for t in result["train"])  # tonight's versions passed the gate ...
-    checks = [c for m in result["models"] for c in m["promotion_checks"]]  # ... of tiny.yaml's absolute bounds
+    assert [m.trained.model.name for m in result.models] == ["tiny-gan", "tiny-gpt"]
+    assert all(m.promoted and m.version == m.candidate for m in result.models)  # tonight's versions passed the gate ...
+    checks = [c for m in result.models for c in m.promotion.checks]  # ... of tiny.yaml's absolute bounds
     assert {(c["model"], c["metric"]) for c in checks} == {("tiny-gan", "fd"), ("tiny-gan", "memorisation_rate"),
                                                           ("tiny-gpt", "distinct_2"), ("tiny-gpt", "copy_rate")}
     assert all(c["passed"] and c["kind"] == "absolute" for c in checks)
-    gate = result["gate"]  # and so did tonight's output, through every filter but the label check
+    gate = result.gate  # and so did tonight's output, through every filter but the label check
     assert gate["passed"] and len(gate["checks"]) == 4 and all(c["passed"] for c in gate["checks"])
-    gen = result["generate"]
-    assert gen["manifest"]["filters"]["enabled"] and gen["manifest"]["filters"]["near_copy"]
-    assert gen["rows"] == 18 and gen["rejected"] == 0 and gen["by_modality"] == {"image": 12, "text": 6}
+    gen = result.generate
+    assert gen.manifest["filters"]["enabled"] and gen.manifest["filters"]["near_copy"]
+    assert gen.rows == 18 and gen.rejected == 0 and gen.by_modality == {"image": 12, "text": 6}
 
 
 def test_partition_has_the_design_schema_and_requested_counts(tiny_night):
@@ -62,12 +62,12 @@ def test_every_image_decodes_and_is_labelled_as_ai_generated(tiny_night):
 def test_every_row_carries_lineage_seed_and_provenance(tiny_night):
     _, store, result = tiny_night
     df = published(store).to_table().to_pandas()
-    versions = {t["model"]["name"]: t["model"]["version"] for t in result["train"]}
+    versions = {m.name: m.candidate for m in result.models}
     for col in ("run_id", "model_name", "model_family", "model_version", "checkpoint_sha256", "dataset_version",
                 "seed", "sampler", "provenance", "created_at", "request_id"):
         assert df[col].notna().all(), col
     assert (df["model_version"] == df["model_name"].map(versions)).all()
-    assert (df["dataset_version"] == result["preprocess"]["dataset_version"]).all()
+    assert (df["dataset_version"] == result.preprocess.dataset_version).all()
     assert df["provenance"].map(lambda p: json.loads(p)["ai_generated"]).all()
     assert str(df["created_at"].dt.tz) == "UTC" and (df["run_date"].astype(str) == RUN_DATE).all()
     texts = df[df.modality == "text"]
@@ -98,8 +98,14 @@ def test_flow_ran_one_task_per_source_and_left_a_summary_artifact(tiny_night):
     import asyncio
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, FlowFilter, FlowFilterName,
-                                                FlowRunFilter, FlowRunFilterId)
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
 
     cfg, store, result = tiny_night
 
@@ -118,10 +124,10 @@ def test_flow_ran_one_task_per_source_and_left_a_summary_artifact(tiny_night):
     assert names.count("train-tiny-gan") == names.count("train-tiny-gpt") == 1 and names.count("curate-" + RUN_DATE) == 1
     artifacts = {k: [a.data for a in arts if a.key == k] for k in ("curated-dataset", "nightly-report", "nightly-figures")}
     (curated,) = artifacts["curated-dataset"]
-    assert "| reject reason | rows |" in curated and result["preprocess"]["dataset_version"] in curated
-    assert result["report"] == store.display("reports", f"run_date={RUN_DATE}", "index.html")
+    assert "| reject reason | rows |" in curated and result.preprocess.dataset_version in curated
+    assert result.report == store.display("reports", f"run_date={RUN_DATE}", "index.html")
     (report,) = artifacts["nightly-report"]
-    assert result["report"] in report and "status **published**" in report
+    assert result.report in report and "status **published**" in report
     (table,) = [str(a) for a in artifacts["nightly-figures"]]  # a table artifact: one row per model and figure
     assert "tiny-gan" in table and "conditional_accuracy" in table and "distinct_2" in table
 
@@ -129,9 +135,8 @@ def test_flow_ran_one_task_per_source_and_left_a_summary_artifact(tiny_night):
 def test_the_gate_keeps_a_version_with_non_finite_metrics_out_of_production(tiny_night):
     import shutil
 
-    from jobs import registry
-    from pipelines.config import as_dict
-    from pipelines.flows import promote_task
+    from jobs.store import registry
+    from pipelines.flows import gate_candidate
 
     cfg, store, _ = tiny_night
     current = registry.resolve(store, "tiny-gan").version
@@ -141,10 +146,10 @@ def test_the_gate_keeps_a_version_with_non_finite_metrics_out_of_production(tiny
     store.write_json({**card, "version": bad, "final_metrics": {**card["final_metrics"], "d_loss": float("nan")}},
                      "models", "tiny-gan", bad, "model_card.json")
     try:
-        out = promote_task(as_dict(cfg), "tiny-gan", bad)
-        assert out["promoted"] is False and "d_loss" in out["failures"][0]
+        out = gate_candidate(cfg, "tiny-gan", bad, registry.resolve(store, "tiny-gan", bad).card.final_metrics)
+        assert out.promoted is False and out.evaluation is None and "d_loss" in out.failures[0]  # not even evaluated
         assert registry.resolve(store, "tiny-gan").version == current
-        assert promote_task(as_dict(cfg), "tiny-gan", current)["promoted"] is True
+        assert gate_candidate(cfg, "tiny-gan", current, registry.resolve(store, "tiny-gan").card.final_metrics).promoted
     finally:
         store.delete("models", "tiny-gan", bad)
 

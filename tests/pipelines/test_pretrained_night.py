@@ -192,9 +192,9 @@ def test_training_refuses_curated_data_that_does_not_fit_the_unet(pretrained, tm
     """The same check on the driver against the curated data itself (a dataset curated with other settings),
     before any worker starts."""
     import aigc_models
-    from jobs.specs import ModelSpec
-    from jobs.storage import Store
-    from jobs.train import check_data_fits_model
+    from jobs.store.storage import Store
+    from jobs.train.data import check_data_fits_model
+    from jobs.train.spec import ModelSpec
 
     store = Store(str(tmp_path))
     spec = ModelSpec(name="u", family="hf_diffusion", path=str(pretrained["digits"]))

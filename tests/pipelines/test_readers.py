@@ -13,12 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import layout
-from jobs.cards import write_cards
-from jobs.generate import run_generation
-from jobs.mixture import build_mixture
-from jobs.specs import CardSpec, FilterSpec, MixSpec, RequestSpec
-from jobs.storage import Store
+from jobs.generate.run import run_generation
+from jobs.generate.spec import FilterSpec, RequestSpec
+from jobs.mix.mixture import build_mixture
+from jobs.mix.spec import MixSpec
+from jobs.store import layout
+from jobs.store.cards import write_cards
+from jobs.store.spec import CardSpec
+from jobs.store.storage import Store
 
 NIGHTS = ("2026-10-01", "2026-10-02")
 
@@ -46,8 +48,8 @@ def root(tiny_night, tmp_path_factory):
         result = run_generation(spec, store, night, cfg.name)
         assert result.rows == 6 and result.rejected == 2
         expected[night] = _ids(store, layout.generated(night), [f["path"] for f in result.manifest["files"]])
-        refused[night] = _ids(store, layout.generated_rejects(night),
-                              store.listdir(layout.generated_rejects(night)))
+        refused[night] = _ids(store, layout.rejects(layout.GENERATED, layout.night(night)),
+                              store.listdir(layout.rejects(layout.GENERATED, layout.night(night))))
         write_cards(store, CardSpec(license="cc-by-4.0", tags=["digits"]), cfg.name)  # as every publish does
         seen.append(_hf_ids(store.path("generated"), cache))
     mix = build_mixture(MixSpec(synthetic_ratio=0.5, dates=list(NIGHTS)), store)
@@ -170,7 +172,7 @@ def test_curated_and_mix_roots_read_with_pandas_without_rejects(root):
     counts = store.read_json(layout.manifest("curated", version))["counts"]
     curated = pd.read_parquet(store.path("curated", version))
     assert len(curated) == counts["train"] + counts.get("augmented", 0) + counts["val"]
-    refused = pd.read_parquet(store.path(layout.curated_rejects(version)))
+    refused = pd.read_parquet(store.path(layout.rejects(layout.CURATED, version)))
     assert len(refused) == counts["rejected"] and not set(refused["id"]) & set(curated["id"])
     mixed = pd.read_parquet(store.path("augmented", mix.mix_version))
     assert len(mixed) == mix.counts["rows"] and mixed["id"].is_unique
@@ -187,7 +189,7 @@ def test_the_card_says_what_the_data_is(root):
     assert [c["config_name"] for c in head["configs"]] == ["generated", "curated", "augmented"]
     assert "AI-generated" in body and "aigc regenerate" in body
     for night in NIGHTS:
-        manifest = store.read_json(layout.generated_manifest(night))
+        manifest = store.read_json(layout.manifest(layout.GENERATED, night))
         assert f"| {night} | {len(expected[night])} | {len(refused[night])} |" in body
         for m in manifest["models"].values():
             assert m["version"] in body and m["checkpoint_sha256"][:16] in body
@@ -198,8 +200,8 @@ def test_the_card_says_what_the_data_is(root):
 def test_card_features_match_what_datasets_writes(root):
     import datasets
 
-    from jobs.cards import yaml_features
-    from jobs.schema import GENERATED, hf_features
+    from jobs.store.cards import yaml_features
+    from jobs.store.schema import GENERATED, hf_features
 
     ours = yaml_features(hf_features(GENERATED.remove_metadata()))
     assert ours == datasets.Features.from_dict(hf_features(GENERATED.remove_metadata()))._to_yaml_list()
@@ -216,9 +218,9 @@ def test_a_root_in_the_old_layout_is_moved_on_first_use(root, tmp_path):
     version = old.read_json(layout.CURATED_LATEST)["dataset_version"]
     for night in NIGHTS:
         old.move(layout.generated(night), f"generated/run_date={night}")
-        old.move(layout.generated_rejects(night), f"generated/_rejected/run_date={night}")
-        old.move(layout.generated_manifest(night), f"generated/_manifests/run_date={night}.json")
-    old.move(layout.curated_rejects(version), f"curated/{version}/rejects")
+        old.move(layout.rejects(layout.GENERATED, layout.night(night)), f"generated/_rejected/run_date={night}")
+        old.move(layout.manifest(layout.GENERATED, night), f"generated/_manifests/run_date={night}.json")
+    old.move(layout.rejects(layout.CURATED, version), f"curated/{version}/rejects")
     old.move(layout.manifest("curated", version), f"curated/{version}/_manifest.json")
     old.move(layout.CURATED_LATEST, "curated/_latest.json")
     old.makedirs("generated/_staging/date=x.abc")
@@ -235,7 +237,7 @@ def test_a_root_in_the_old_layout_is_moved_on_first_use(root, tmp_path):
     assert set(df["id"]) == _published(expected)
     assert set(pd.read_parquet(old.path("rejects", "generated"))["id"]) == set().union(*refused.values())
     assert not old.exists("curated", "_latest.json") and not old.exists("curated", version, "rejects")
-    from jobs.preprocess import resolve_dataset_version, verify_curated
+    from jobs.data.curated import resolve_dataset_version, verify_curated
 
     assert resolve_dataset_version(old) == version
     verify_curated(old, version)

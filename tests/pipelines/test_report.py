@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from jobs import schema
-from jobs.images import encode_png
-from jobs.storage import Store
+from jobs.store import schema
+from jobs.store.png import encode_png
+from jobs.store.storage import Store
 from pipelines.report import headline, write_report
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -63,8 +63,11 @@ def write_partition(store: Store, run_date: str) -> None:
 
 
 def write_metrics(store: Store, model: str, version: str) -> None:
-    steps = [{"scope": "step", "epoch": 1 + s // 50, "step": s, "loss": 2.0 / (1 + s / 20)} for s in range(0, 100, 10)]
-    epochs = [{"scope": "epoch", "epoch": e, "step": 50 * e, "loss": 1.0 / e, "val_loss": 1.2 / e} for e in (1, 2)]
+    """A DCGAN's metrics: its two losses (what the family declares a loss curve shows) and a score that is not one."""
+    steps = [{"scope": "step", "epoch": 1 + s // 50, "step": s, "loss_d": 2.0 / (1 + s / 20), "loss_g": 1.0,
+              "d_real": 0.5} for s in range(0, 100, 10)]
+    epochs = [{"scope": "epoch", "epoch": e, "step": 50 * e, "loss_d": 1.0 / e, "loss_g": 1.0, "d_real": 0.5,
+               "val_loss_d": 1.2 / e} for e in (1, 2)]
     buf = io.BytesIO()
     pd.DataFrame(steps + epochs).to_parquet(buf)
     store.write_bytes(buf.getvalue(), "models", model, version, "metrics.parquet")
@@ -147,7 +150,8 @@ def test_report_embeds_samples_trends_and_losses_and_stays_offline(reports):
     assert svg(page, "img-gan/augmentation_lift").count('class="point"') == 2
     first_page = store.read_bytes("reports", f"run_date={NIGHTS[0]}", "index.html").decode()
     assert svg(first_page, "img-gan/fd").count('class="point"') == 1  # a single night still gets its chart
-    assert "<polyline" in svg(page, "loss:img-gan") and "val_loss" in svg(page, "loss:img-gan")
+    losses = svg(page, "loss:img-gan")
+    assert "<polyline" in losses and "val_loss_d" in losses and "loss_g" in losses and "d_real" not in losses
     assert "No generated rows" in first_page and "loss:txt-gpt" not in page  # no metrics.parquet: no chart
 
     assert "http://" not in page and "https://" not in page and "src=\"data:" in page

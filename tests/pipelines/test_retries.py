@@ -3,7 +3,7 @@
 import pytest
 from prefect import flow, task
 
-from pipelines.flows import RETRIES
+from pipelines.tasks import RETRIES
 
 calls = {"transient": 0, "bad": 0}
 

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs.specs import ErrorBudgetExceeded, FilterSpec, ImageFolderSource, PreprocessSpec
-from jobs.storage import Store
+from jobs.data.spec import ImageFolderSource, PreprocessSpec
+from jobs.generate.spec import FilterSpec
+from jobs.store.rejects import ErrorBudgetExceeded
+from jobs.store.storage import Store
 
 
 def _folder(root, good, bad):
@@ -18,7 +20,7 @@ def _folder(root, good, bad):
 
 
 def test_preprocess_over_its_error_budget_publishes_nothing(tmp_path, ray_local):
-    from jobs.preprocess import run_preprocess
+    from jobs.data.curate import run_preprocess
 
     _folder(tmp_path / "in", good=8, bad=2)
     store = Store(str(tmp_path / "root"))
@@ -34,7 +36,7 @@ def test_preprocess_over_its_error_budget_publishes_nothing(tmp_path, ray_local)
 
 
 def test_generation_over_its_error_budget_publishes_nothing(tiny_night):
-    from jobs.generate import run_generation
+    from jobs.generate.run import run_generation
 
     cfg, store, _ = tiny_night
     date = "2026-07-01"

@@ -6,13 +6,13 @@ import shutil
 
 import pandas as pd
 
-from jobs.generate import run_generation
+from jobs.generate.run import run_generation
 from tests.conftest import RUN_DATE, TINY_CONFIG
 
 
 def _content(store, date):
     """id -> hash of the pixels or text (PNG bytes carry the night's provenance time, so not those)."""
-    from jobs.images import decode_png
+    from jobs.store.png import decode_png
 
     df = pd.read_parquet(store.path("generated", f"date={date}"))
     blob = lambda r: decode_png(r["image"]["bytes"]).tobytes() if r["modality"] == "image" else r["text"].encode()  # noqa: E731
@@ -38,7 +38,7 @@ def test_a_finished_date_is_not_regenerated_and_a_damaged_one_is(tiny_night):
 
 
 def test_re_running_a_committed_night_through_the_flow_regenerates_nothing(tiny_night, tmp_path):
-    from jobs.storage import Store
+    from jobs.store.storage import Store
     from pipelines.config import as_dict, load_config
     from pipelines.flows import nightly_flow
 
@@ -49,12 +49,12 @@ def test_re_running_a_committed_night_through_the_flow_regenerates_nothing(tiny_
     files = store.files("generated", f"date={RUN_DATE}")
 
     night = nightly_flow(as_dict(load_config(TINY_CONFIG, output=store.root)), RUN_DATE)
-    assert night["status"] == "published" and night["generate"]["reused"]
+    assert night.status == "published" and night.generate.reused
     assert store.read_json("manifests/generated", f"{RUN_DATE}.json") == manifest
     assert store.files("generated", f"date={RUN_DATE}") == files
-    generate = next(s for s in night["stages"] if s["stage"] == "generate")
-    assert generate["rows"] == 0 and "nothing regenerated" in generate["note"]
-    assert [s["stage"] for s in night["stages"]] == ["preprocess", "generate"]  # no training, gate or publish
+    generate = next(s for s in night.stages if s.stage == "generate")
+    assert generate.rows == 0 and "nothing regenerated" in generate.note
+    assert [s.stage for s in night.stages] == ["preprocess", "generate"]  # no training, gate or publish
     report = json.loads(store.read_bytes("reports", f"run_date={RUN_DATE}", "report.json"))
     assert report["gate"] == manifest["gate"]
 
@@ -62,11 +62,11 @@ def test_re_running_a_committed_night_through_the_flow_regenerates_nothing(tiny_
 def test_cached_stages_never_cross_to_another_or_a_recreated_root(tmp_path, monkeypatch):
     """Prefect's cache outlives a ROOT. The same relative ``output`` in two checkouts, or one ROOT deleted
     (``make clean``) and made again, must miss the cache: its stages' data is not there."""
-    from pipelines.config import as_dict, load_config
-    from pipelines.flows import _curate_key
+    from pipelines.config import load_config
+    from pipelines.tasks import _curate_key
 
-    config = as_dict(load_config(TINY_CONFIG, output="./runs"))
-    key = lambda: _curate_key(None, {"config": config, "run_date": RUN_DATE})  # noqa: E731
+    cfg = load_config(TINY_CONFIG, output="./runs")
+    key = lambda: _curate_key(None, {"cfg": cfg, "run_date": RUN_DATE})  # noqa: E731
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     monkeypatch.chdir(tmp_path / "a")

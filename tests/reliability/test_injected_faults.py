@@ -10,8 +10,8 @@ import shutil
 import pandas as pd
 import pyarrow.parquet as pq
 
-from jobs import faults
-from jobs.specs import RequestSpec
+from jobs.generate.spec import RequestSpec
+from jobs.runtime import faults
 
 
 def _published_files(store, date):
@@ -23,7 +23,7 @@ def _published_files(store, date):
 
 
 def test_a_killed_generation_actor_loses_and_duplicates_nothing(tiny_night, tmp_path, monkeypatch):
-    from jobs.generate import run_generation
+    from jobs.generate.run import run_generation
 
     cfg, store, _ = tiny_night
     date, marker = "2026-08-01", str(tmp_path / "kill")
@@ -47,7 +47,7 @@ def test_a_stage_failing_after_its_side_effect_is_retried_and_commits_once(tiny_
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from jobs.storage import Store
+    from jobs.store.storage import Store
     from pipelines.config import as_dict, load_config
     from pipelines.flows import nightly_flow
     from tests.conftest import TINY_CONFIG
@@ -61,7 +61,7 @@ def test_a_stage_failing_after_its_side_effect_is_retried_and_commits_once(tiny_
     state = nightly_flow(as_dict(load_config(TINY_CONFIG, output=store.root)), "2026-08-02", return_state=True)
     night = state.result()
 
-    assert faults.fired(marker) == 2 and night["status"] == "published"
+    assert faults.fired(marker) == 2 and night.status == "published"
     rows = pd.read_parquet(store.path("generated", "date=2026-08-02"))
     assert len(rows) == 18 and rows["id"].is_unique
     manifest = store.read_json("manifests/generated", "2026-08-02.json")

@@ -21,8 +21,8 @@ import pyarrow.dataset as pads
 import pytest
 from PIL import Image
 
-from jobs.specs import ImageFolderSource, PreprocessSpec, TextFilesSource
-from jobs.storage import Store
+from jobs.data.spec import ImageFolderSource, PreprocessSpec, TextFilesSource
+from jobs.store.storage import Store
 
 RESOLUTION = 16
 
@@ -144,7 +144,7 @@ def _vm(field: str) -> int:
 
 def _preprocess_measured(root: Path, out: Path):
     """Run preprocessing on the tree; return (result, the driver's peak growth in bytes during the run)."""
-    from jobs.preprocess import run_preprocess
+    from jobs.data.curate import run_preprocess
 
     sources = [ImageFolderSource(kind="image_folder", path=str(root / "photos")),
                TextFilesSource(kind="text_files", path=str(root / "copy" / "*.txt"))]

@@ -117,7 +117,7 @@ def test_a_running_night_listens_on_loopback_only(tiny_night, tmp_path):
 
 LISTEN_NETWORK = """
 import sys, ray
-from jobs.ray_runtime import ensure_ray
+from jobs.runtime.cluster import ensure_ray
 from pipelines.config import load_config
 cfg = load_config(sys.argv[1], ["ray.listen=network", "ray.dashboard=false", "ray.num_cpus=1"])
 ensure_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.listen, cfg.ray.dashboard)
@@ -171,7 +171,7 @@ DASHBOARD = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from tests.reliability.test_network_exposure import _is_loopback, _status, _token
-from jobs.ray_runtime import dashboard_url, ensure_ray
+from jobs.runtime.cluster import dashboard_url, ensure_ray
 
 ensure_ray(num_cpus=1)  # a local instance as `aigc` starts it: dashboard on, token auth as Ray's default
 url = dashboard_url()

@@ -22,15 +22,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-import pytest
-from hypothesis import HealthCheck, example, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from jobs.preprocess import clean_batch
-from jobs.sources import _image_folder_groups, _read_text_group, _walk_group, read_source, text_units
-from jobs.specs import ImageFolderSource, PreprocessSpec, TableSource, TextFilesSource
+from jobs.data.batches import clean_batch
+from jobs.data.folders import image_folder_walks, walk_group
+from jobs.data.sources import read_source
+from jobs.data.spec import ImageFolderSource, PreprocessSpec, TableSource, TextFilesSource
+from jobs.data.text_files import read_text_group, text_units
 
-SPEC = PreprocessSpec(resolution=8, min_text_chars=3).model_dump()
+SPEC = PreprocessSpec(resolution=8, min_text_chars=3)
 LEAVES = ["png", "zero", "junk_png", "text", "fifo", "socket", "dangling", "self_loop", "mutual_loop",
           "link_outside_dir", "link_outside_file", "link_up", "bad_utf8", "newline", "hidden"]
 REASONS = {"bad_name", "unreadable", "symlink_loop", "symlink_outside", "not_a_file", "hidden", "empty",
@@ -98,8 +100,8 @@ def build(folder: Path, spec: list, outside: Path, counter: list[int]) -> int:
 
 def _units_of_tree(root: Path) -> pd.DataFrame:
     source = ImageFolderSource(kind="image_folder", path=str(root))
-    groups, by_folder = _image_folder_groups(source)
-    raw = pd.concat([_walk_group(source, g, w, by_folder) for g, w in enumerate(groups)], ignore_index=True)
+    groups, by_folder = image_folder_walks(source)
+    raw = pd.concat([walk_group(source, g, w, by_folder) for g, w in enumerate(groups)], ignore_index=True)
     return clean_batch(raw.assign(position=np.arange(len(raw))), SPEC).to_pandas()
 
 
@@ -139,7 +141,7 @@ def test_random_trees_never_crash_and_every_unit_is_accounted_for(spec):
             assert "no file matches" in str(exc) and _only_hidden_files(root), exc
             return
         assert not any("secret" in p for p, why in listed if why is None)  # what it would read is all inside
-        frame = _read_text_group(texts, 0, listed)
+        frame = read_text_group(texts, 0, listed)
         cleaned = clean_batch(frame, SPEC).to_pandas()
         assert len(cleaned) >= len(listed) and cleaned["input_ref"].notna().all()
         rejected = cleaned[cleaned["status"] == "rejected"]
@@ -209,8 +211,8 @@ def test_parquet_columns_of_any_type_are_units_never_crashes(kind, n):
 def test_an_odd_tree_a_huge_line_and_odd_tables_through_preprocessing_on_ray(tmp_path, ray_local):
     """The issue's report, end to end: a folder with a mutual symlink loop (and every other odd entry) used
     to crash ``aigc preprocess`` inside a Ray task; now each is a reject and the counts add up."""
-    from jobs.preprocess import run_preprocess
-    from jobs.storage import Store
+    from jobs.data.curate import run_preprocess
+    from jobs.store.storage import Store
 
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from jobs.lease import LOCK, NightLocked, night_lease
-from jobs.storage import Store
+from jobs.store.lease import LOCK, NightLocked, night_lease
+from jobs.store.storage import Store
 from tests.conftest import TINY_CONFIG
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobs.paths import PathNotAllowed, PathPolicy
+from jobs.store.paths import PathNotAllowed, PathPolicy
 
 
 @pytest.fixture
@@ -80,9 +80,9 @@ def test_config_paths_outside_the_roots_are_config_errors_naming_the_key(tree):
 def test_files_and_table_cells_outside_the_roots_are_quarantined_not_opened(tree, ray_local):
     import pandas as pd
 
-    from jobs.preprocess import run_preprocess
-    from jobs.specs import ImageFolderSource, PreprocessSpec, TableSource, TextFilesSource
-    from jobs.storage import Store
+    from jobs.data.curate import run_preprocess
+    from jobs.data.spec import ImageFolderSource, PreprocessSpec, TableSource, TextFilesSource
+    from jobs.store.storage import Store
 
     tmp, root = tree
     png = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000010000000100800000000")  # a header only: undecodable
@@ -98,7 +98,7 @@ def test_files_and_table_cells_outside_the_roots_are_quarantined_not_opened(tree
     sources = [ImageFolderSource(kind="image_folder", path=str(root / "data"), follow_symlinks_outside=True),
                TextFilesSource(kind="text_files", path=str(root / "texts" / "*.txt")),
                TableSource(kind="table", path=str(root / "table.csv"), image_column="image", label_column="label")]
-    from jobs.paths import PathPolicy
+    from jobs.store.paths import PathPolicy
 
     result = run_preprocess(sources, PreprocessSpec(resolution=16), store, policy=PathPolicy((str(root),)))
     c = result.counts

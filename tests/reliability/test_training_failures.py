@@ -1,7 +1,7 @@
 """Scenarios 6 and 7: training workers and the training driver die; training ends where it would have.
 
 6. Two DDP workers, ``max_failures=2``: one worker raises after step 7 (epoch 2) and another exits hard
-   after step 12 (epoch 3), each once (``jobs.faults`` markers). Ray Train restarts the group from the latest
+   after step 12 (epoch 3), each once (``jobs.runtime.faults`` markers). Ray Train restarts the group from the latest
    checkpoint each time; the run finishes its budget and its final weights are bit-for-bit those of a run
    without failures: the checkpoints hold optimiser, schedule and every worker's RNG states, and the workers
    see their rows in a fixed order (``train.deterministic_data``).
@@ -22,18 +22,19 @@ import torch
 from safetensors.torch import load_file
 
 import aigc_models
-from jobs import faults, registry
-from jobs.specs import ModelSpec, TrainSpec
-from jobs.storage import Store
-from jobs.train import run_training
+from jobs.runtime import faults
+from jobs.store import registry
+from jobs.store.storage import Store
+from jobs.train.run import run_training
+from jobs.train.spec import ModelSpec, TrainSpec
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory, ray_local):
-    from jobs.preprocess import run_preprocess
-    from jobs.specs import BuiltinSource, PreprocessSpec
+    from jobs.data.curate import run_preprocess
+    from jobs.data.spec import BuiltinSource, PreprocessSpec
 
     store = Store(str(tmp_path_factory.mktemp("digits")))
     run_preprocess([BuiltinSource(kind="builtin", name="digits", limit=180)], PreprocessSpec(resolution=16, channels=1), store)
@@ -41,7 +42,7 @@ def digits(tmp_path_factory, ray_local):
 
 
 def registry_dataset(store: Store) -> str:
-    from jobs.preprocess import resolve_dataset_version
+    from jobs.data.curated import resolve_dataset_version
 
     return resolve_dataset_version(store, None)
 
@@ -54,7 +55,7 @@ def test_worker_failures_resume_from_checkpoints_to_the_weights_of_a_clean_run(d
     spec = ModelSpec(name="gan", family="dcgan", g_width=8, d_width=8, z_dim=16, epochs=3)
     train = TrainSpec(num_workers=2, batch_size=16, checkpoint_every=1, max_failures=2, lr_schedule="cosine",
                       warmup_steps=3, log_every=1, sample_grid=1, quality_references=False)
-    from jobs.train import split_stats
+    from jobs.train.data import split_stats
 
     rows = split_stats(digits, registry_dataset(digits), "train", "image", None)[0]
     per_epoch = -(-(rows // 2) // 16)  # optimiser steps per epoch: each worker's equal share in batches of 16
@@ -70,14 +71,14 @@ def test_worker_failures_resume_from_checkpoints_to_the_weights_of_a_clean_run(d
 
     card = registry.resolve(digits, "gan", failed.model.version).card
     assert clean.steps == 3 * per_epoch
-    resumed = card["resumed_from"]  # the last restart: from epoch 2's checkpoint, or from epoch 1's when the
+    resumed = card.resumed_from  # the last restart: from epoch 2's checkpoint, or from epoch 1's when the
     assert resumed is not None and resumed["step"] in (per_epoch, 2 * per_epoch)  # exit beat that report to the controller
     assert resumed["step"] == resumed["epoch"] * per_epoch and resumed["batch"] == 0
-    assert registry.resolve(digits, "gan", clean.model.version).card["resumed_from"] is None
+    assert registry.resolve(digits, "gan", clean.model.version).card.resumed_from is None
     a, b = _weights(digits, failed.model), _weights(digits, clean.model)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), \
         [k for k in a if not torch.equal(a[k], b[k])][:5]
-    assert card["checkpoint_sha256"] == registry.resolve(digits, "gan", clean.model.version).card["checkpoint_sha256"]
+    assert card.checkpoint_sha256 == registry.resolve(digits, "gan", clean.model.version).card.checkpoint_sha256
 
 
 KILLED_DRIVER = """
@@ -97,7 +98,7 @@ def test_a_killed_training_driver_resumes_after_its_last_checkpoint(tiny_night, 
 
     _, source, _ = tiny_night
     store = Store(str(tmp_path / "root"))
-    for area in ("curated", "manifests/curated"):  # a curated version and its manifest (jobs.layout)
+    for area in ("curated", "manifests/curated"):  # a curated version and its manifest (jobs.store.layout)
         shutil.copytree(source.path(area), store.path(area))
     marker = tmp_path / "fault"
     env = {**os.environ, "AIGC_FAULT": "train-driver-kill:1:5", "AIGC_FAULT_MARKER": str(marker)}
@@ -135,7 +136,7 @@ def test_a_killed_training_driver_resumes_after_its_last_checkpoint(tiny_night, 
     cfg = load_config(TINY_CONFIG, output=store.root, overrides=OVERRIDES)
     result = run_training(cfg.models[0], cfg.train, store)
     card = registry.resolve(store, "tiny-gan").card
-    assert card["resumed_from"]["step"] == max(steps)  # right after the last checkpoint the killed driver left
+    assert card.resumed_from["step"] == max(steps)  # right after the last checkpoint the killed driver left
     assert result.epochs == 4 and result.steps > max(steps)
 
 
@@ -144,7 +145,7 @@ def _fresh_start_on_an_older_curated_version(store: Store, killed: str) -> None:
     run from step 0 on V (not the newer latest version), the interrupted run's checkpoints left alone."""
     import shutil
 
-    from jobs import layout
+    from jobs.store import layout
     from pipelines.cli import main
     from tests.conftest import TINY_CONFIG
 
@@ -159,6 +160,6 @@ def _fresh_start_on_an_older_curated_version(store: Store, killed: str) -> None:
                  "--dataset-version", version, *[a for o in OVERRIDES for a in ("--set", o)]])
     assert code == 0
     card = registry.resolve(store, "tiny-gan").card
-    assert card["dataset_version"] == version and card["resumed_from"] is None
-    assert card["ray_train_run"] != killed and card["epochs"] == 4 and card["steps"] > 0
+    assert card.dataset_version == version and card.resumed_from is None
+    assert card.ray_train_run != killed and card.epochs == 4 and card.steps > 0
     assert store.files("checkpoints", "tiny-gan", killed) == interrupted

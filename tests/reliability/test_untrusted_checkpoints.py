@@ -5,6 +5,7 @@ write a marker file is refused everywhere the pipeline reads weights or training
 """
 
 import ast
+import json
 import pickle
 from pathlib import Path
 
@@ -32,13 +33,15 @@ def _evil_file(path: Path, marker: Path) -> None:
 
 
 def test_a_pickle_in_the_registry_is_refused_and_never_executed(tmp_path):
-    from jobs import registry
-    from jobs.storage import Store
+    from jobs.store import registry
+    from jobs.store.storage import Store
 
     store, marker = Store(str(tmp_path / "root")), tmp_path / "pwned"
     version = tmp_path / "root" / "models" / "evil" / "v1"
     _evil_file(version / "model.safetensors", marker)
-    (version / "model_card.json").write_text('{"name": "evil", "version": "v1", "family": "dcgan"}')
+    (version / "model_card.json").write_text(json.dumps({  # a well-formed card: the weights are the trap
+        "name": "evil", "version": "v1", "family": "dcgan", "modality": "image", "config": {"resolution": 16, "channels": 1},
+        "parameters": 1, "dataset_version": "d", "checkpoint_sha256": "x", "created_at": "2026-01-01T00:00:00+00:00"}))
     (version.parent / "production.json").write_text('{"model": "evil", "version": "v1"}')
     ref = registry.resolve(store, "evil")
     with pytest.raises(CheckpointError, match="not a safetensors model file"):

@@ -1,0 +1,61 @@
+"""The ``gate`` config section: the quality gate's figures, bounds and the augmentation-lift settings."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from jobs.runtime.spec import Strict
+
+# Gate figures and which way is better; ``absolute`` bounds are maxima for "lower" and minima for "higher".
+GATE_METRICS = {
+    "fd": "lower", "kid": "lower", "conditional_accuracy": "higher", "precision": "higher", "recall": "higher",
+    "memorisation_rate": "lower", "augmentation_lift": "higher",
+    "perplexity": "lower", "distinct_1": "higher", "distinct_2": "higher", "self_similarity": "lower", "copy_rate": "lower",
+}
+
+
+class LiftSpec(Strict):
+    """The augmentation-lift figure: held-out accuracy of a small classifier trained on ``k_per_label`` real
+    rows per label plus ``synthetic_per_label`` of tonight's rows, minus the same classifier on the real rows only."""
+
+    enabled: bool = True
+    k_per_label: int = Field(10, ge=1)
+    synthetic_per_label: int = Field(50, ge=1)
+    steps: int = Field(200, ge=1)  # optimiser steps of each classifier, whatever its training-set size
+    seed: int = 0
+
+
+class GateSpec(Strict):
+    """The nightly quality gate. A candidate model is promoted only if its evaluation passes; tonight's output
+    is published only if its figures pass. ``absolute`` bounds a figure (a maximum for lower-is-better figures
+    such as ``fd``, a minimum for higher-is-better ones such as ``conditional_accuracy``); ``relative`` is the
+    worsening tolerated against the baseline (the production model's evaluation for a candidate; the last
+    published night's figures for tonight's output) as a fraction of the baseline's value."""
+
+    enabled: bool = True
+    samples_per_label: int = Field(50, ge=2)  # images per label sampled to evaluate a candidate image model
+    text_samples: int = Field(48, ge=2)  # texts sampled to evaluate a candidate text model
+    val_texts: int = Field(256, ge=1)  # held-out documents for perplexity
+    max_rows: int = Field(2000, ge=10)  # rows per model of tonight's output scored by the gate (even stride)
+    copy_overlap: float = Field(0.5, gt=0, le=1)  # copy_rate counts texts with more of their shingles in training
+    absolute: dict[str, float] = Field(default_factory=lambda: {
+        "conditional_accuracy": 0.5, "memorisation_rate": 0.2, "copy_rate": 0.5})
+    relative: dict[str, float] = Field(default_factory=lambda: {
+        "fd": 0.5, "conditional_accuracy": 0.1, "perplexity": 0.25, "distinct_2": 0.25})
+    lift: LiftSpec = Field(default_factory=lambda: LiftSpec())
+
+    @field_validator("absolute", "relative")
+    @classmethod
+    def _known_metrics(cls, v: dict[str, float]) -> dict[str, float]:
+        for name in v:
+            if name not in GATE_METRICS:
+                raise ValueError(f"unknown figure {name!r} (known: {', '.join(GATE_METRICS)})")
+        return v
+
+    @field_validator("relative")
+    @classmethod
+    def _fractions(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, tol in v.items():
+            if tol < 0:
+                raise ValueError(f"{name}: a tolerated worsening is a fraction >= 0, got {tol}")
+        return v

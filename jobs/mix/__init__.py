@@ -1,0 +1,1 @@
+"""``aigc augment``: curated real rows and published synthetic rows mixed into one training dataset."""

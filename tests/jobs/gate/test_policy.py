@@ -1,0 +1,73 @@
+"""The gate's decisions: bounds, a candidate's promotion, tonight's verdict against the last published night."""
+
+import math
+
+import pytest
+
+from jobs.gate.policy import check, failures, judge_candidate, judge_night, needs_evaluation
+from jobs.gate.spec import GateSpec
+
+
+def test_absolute_bounds_follow_each_figures_direction():
+    spec = GateSpec(absolute={"fd": 10.0, "conditional_accuracy": 0.8}, relative={})
+    checks = check("m", {"fd": 12.0, "conditional_accuracy": 0.9, "recall": 0.1}, None, spec)
+    assert [(c["metric"], c["passed"]) for c in checks] == [("fd", False), ("conditional_accuracy", True)]
+    assert failures(checks) == ["m: fd 12 > 10 (absolute bound)"]
+
+
+def test_relative_bounds_tolerate_a_fraction_of_the_baseline():
+    spec = GateSpec(absolute={}, relative={"fd": 0.5, "distinct_2": 0.1})
+    base = {"fd": 4.0, "distinct_2": 0.5}
+    ok = check("m", {"fd": 5.9, "distinct_2": 0.46}, base, spec)
+    assert all(c["passed"] for c in ok) and [c["bound"] for c in ok] == pytest.approx([6.0, 0.45])
+    bad = check("m", {"fd": 6.1, "distinct_2": 0.44}, base, spec)
+    assert failures(bad) == ["m: fd 6.1 > 6 (relative bound)", "m: distinct_2 0.44 < 0.45 (relative bound)"]
+    assert check("m", {"fd": 100.0}, None, spec) == []  # no baseline yet: nothing relative to check
+
+
+def test_a_non_finite_figure_fails():
+    spec = GateSpec(absolute={"kid": 1.0}, relative={})
+    assert failures(check("m", {"kid": math.nan}, None, spec)) == ["m: kid nan > 1 (absolute bound)"]
+
+
+def test_unknown_figures_are_config_errors_naming_the_key():
+    from pipelines.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"^gate\.absolute: unknown figure 'fid'"):
+        load_config(None, ["gate.absolute={fid: 3}"])
+    with pytest.raises(ConfigError, match=r"^gate\.relative: fd: a tolerated worsening is a fraction >= 0"):
+        load_config(None, ["gate.relative={fd: -1}"])
+
+
+def test_a_candidate_with_non_finite_training_metrics_is_refused_without_an_evaluation():
+    spec = GateSpec(absolute={"fd": 10.0}, relative={})
+    assert not needs_evaluation(spec, {"loss_d": math.nan}) and needs_evaluation(spec, {"loss_d": 0.3})
+    assert not needs_evaluation(spec.model_copy(update={"enabled": False}), {"loss_d": 0.3})
+    verdict = judge_candidate("m", "v2", {"loss_d": math.inf, "loss_g": 1.0}, None, None, spec)
+    assert not verdict.promoted and verdict.failures == ["m: non-finite final training metrics loss_d"]
+
+
+def test_a_candidate_is_judged_on_absolute_bounds_and_against_production():
+    spec = GateSpec(absolute={"fd": 10.0}, relative={"fd": 0.5})
+    production = {"version": "v1", "figures": {"fd": 4.0}}
+    better = judge_candidate("m", "v2", {"loss": 0.1}, {"fd": 5.0}, production, spec)
+    assert better.promoted and [c["kind"] for c in better.checks] == ["absolute", "relative"]
+    worse = judge_candidate("m", "v2", {"loss": 0.1}, {"fd": 6.5}, production, spec)  # 6.5 > 4 * 1.5
+    assert not worse.promoted and worse.failures == ["m: fd 6.5 > 6 (relative bound)"]
+    assert judge_candidate("m", "v2", {"loss": 0.1}, None, None, spec).promoted  # the gate off: nothing to check
+
+
+def test_tonight_is_judged_against_the_last_published_night_before_it(tmp_path):
+    from jobs.store import layout
+    from jobs.store.storage import Store
+
+    store = Store(str(tmp_path))
+    for night, fd in (("2026-01-01", 2.0), ("2026-01-03", 4.0), ("2026-01-05", 1.0)):
+        store.write_json({"gate": {"figures": {"gan": {"fd": fd}}}}, layout.manifest(layout.GENERATED, night))
+    spec = GateSpec(absolute={}, relative={"fd": 0.5})
+    results = {"gan": {"figures": {"fd": 5.0}, "rows": 10}, "lm": {"figures": {}, "rows": 0}}
+    verdict = judge_night(results, store, "2026-01-04", spec)  # the baseline is 01-03's (not 01-05's, a later night)
+    assert verdict.baseline["gan"] == {"run_date": "2026-01-03", "figures": {"fd": 4.0}}
+    assert verdict.failures == ["lm: no rows passed the filters"] and not verdict.passed  # 5 <= 4 * 1.5 passes
+    assert judge_night({"gan": results["gan"]}, store, "2026-01-02", spec).failures == ["gan: fd 5 > 3 (relative bound)"]
+    assert verdict.as_dict()["passed"] is False and verdict.as_dict()["rows"] == {"gan": 10, "lm": 0}
