@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from prefect import flow
 
-from jobs.data.curate import PreprocessResult, raw_staging
+from jobs.data.curate import PreprocessResult, prune_raw_staging, raw_staging
 from jobs.gate import policy
 from jobs.gate.policy import Promotion
 from jobs.generate.manifest import GenerateResult, discard_night
@@ -28,6 +28,7 @@ from jobs.train.spec import ModelSpec
 from .config import PipelineConfig
 from .night import ModelTonight, NightResult
 from .tasks import (
+    CACHE_EXPIRATION,
     curate_task,
     evaluate_task,
     gate_task,
@@ -56,23 +57,24 @@ def scheduled_date(cfg: PipelineConfig) -> str:
     return flow_run.scheduled_start_time.astimezone(ZoneInfo(cfg.schedule.timezone)).date().isoformat()
 
 
+def _raw_key(cfg: PipelineConfig, run_date: str) -> str:
+    """What a night's source reads depend on: its staging folder is named by it (``jobs.data.curate.raw_staging``)."""
+    dump = lambda m: m.model_dump(mode="json")  # noqa: E731
+    return night_key("raw", cfg, [dump(s) for s in cfg.sources], dump(cfg.preprocess), dump(cfg.security), run_date)[-16:]
+
+
 def _curate(cfg: PipelineConfig, run_date: Optional[str], refresh: bool) -> PreprocessResult:
-    """One read task per source into a staging folder, then curation. A night's staging is kept until curation
-    succeeds, so a re-run reads only the sources whose reads are not cached."""
+    """One read task per source into a staging folder, then curation. A night's folder stays until the night ends
+    (``_finish``), so a re-run of a failed night reads only the sources whose reads are not cached."""
     store = Store(cfg.output)
-    key = None if run_date is None else night_key("raw", cfg, [s.model_dump(mode="json") for s in cfg.sources],
-                                                   cfg.security.model_dump(mode="json"), run_date)[-16:]
-    staging = raw_staging(store, key)
+    staging = raw_staging(store, run_date, None if run_date is None else _raw_key(cfg, run_date))
     try:
         counts = [read_source_task.with_options(refresh_cache=refresh)(cfg, i, s.source_id, staging, run_date)
                   for i, s in enumerate(cfg.sources)]
-        curated = curate_task.with_options(refresh_cache=refresh)(cfg, staging, run_date, counts)
-    except BaseException:
-        if key is None:  # nothing would ever resume it
+        return curate_task.with_options(refresh_cache=refresh)(cfg, staging, run_date, counts)
+    finally:
+        if run_date is None:  # no night to resume
             discard(store, staging)
-        raise
-    discard(store, staging)
-    return curated
 
 
 def gate_candidate(cfg: PipelineConfig, name: str, version: str, final_metrics: dict[str, float]) -> Promotion:
@@ -142,6 +144,9 @@ def _finish(cfg: PipelineConfig, night: NightResult, started: float) -> None:
         warn(f"report not written: {type(exc).__name__}: {exc}")
     if night.status != "published" and gen is not None and gen.staging:
         discard_night(Store(cfg.output), gen)
+    # the night's read sources, unless a re-run may still need them, and other nights' whose cached reads expired
+    prune_raw_staging(Store(cfg.output), night.run_date if night.status != "failed" else None,
+                      CACHE_EXPIRATION.total_seconds())
 
 
 @flow(name="nightly")

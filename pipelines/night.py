@@ -57,9 +57,10 @@ class ModelTonight:
                 "version": self.version, "trained": t is not None, "candidate": self.candidate, "promoted": self.promoted,
                 "evaluation": p.evaluation if p else None, "promotion_failures": p.failures if p else [],
                 "promotion_checks": p.checks if p else [],
-                "train": None if t is None else {"steps": t.steps, "epochs": t.epochs, "seconds": t.seconds,
-                                                 "samples_per_second": t.samples_per_second, "used_as_is": t.used_as_is,
-                                                 "final_metrics": t.final_metrics}}
+                "train": None if t is None else {
+                    "model": {"name": t.model.name, "version": t.model.version, "path": t.model.path}, "steps": t.steps,
+                    "epochs": t.epochs, "seconds": t.seconds, "samples_per_second": t.samples_per_second,
+                    "used_as_is": t.used_as_is, "final_metrics": t.final_metrics, "promoted": t.promoted}}
 
 
 @dataclasses.dataclass

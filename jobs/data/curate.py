@@ -74,13 +74,34 @@ def run_preprocess(sources: list[Source], spec: PreprocessSpec, store: Store, st
             discard(store, staging)
 
 
-def raw_staging(store: Store, key: str | None = None) -> str:
-    """Where the sources' raw units are staged before curation: a fresh folder, or, for a ``key`` (a night's), the
-    folder of that key, kept until curation succeeds so a re-run reads only the sources it has not read (the
-    folders of other keys, left by failed nights, are deleted)."""
-    if key is None:
+RAW = "night-raw"  # a night's raw staging: staging/curated/night-raw.<date>.<key>
+
+
+def raw_staging(store: Store, run_date: str | None = None, key: str | None = None) -> str:
+    """Where the sources' raw units are staged before curation: a fresh folder, or a night's (``run_date`` and
+    ``key``, a hash of what the reads depend on), kept until the night ends so that a re-run reads only the sources
+    whose reads are not cached. A folder of the same night with another key (the config changed) can never be
+    read again and is deleted."""
+    if run_date is None:
         return staging_dir(store, layout.CURATED, "raw")
-    return resumable_staging(store, layout.CURATED, "night-raw", key)[0]
+    return resumable_staging(store, layout.CURATED, f"{RAW}.{run_date}", key or "")[0]
+
+
+def prune_raw_staging(store: Store, run_date: str | None, older_than_s: float) -> list[str]:
+    """Deletes the raw staging of the night ``run_date`` (it ended: nothing reads it again; None: keep it), and
+    that of other nights when all its files are older than ``older_than_s`` seconds (their cached reads have
+    expired). Returns what it deleted."""
+    cutoff, gone = time.time() - older_than_s, []
+    for entry in store.listdir(layout.staging_area(layout.CURATED)):
+        if not entry.startswith(f"{RAW}."):
+            continue
+        folder = f"{layout.staging_area(layout.CURATED)}/{entry}"
+        infos = store.fs.get_file_info(store.files(folder)) if store.files(folder) else []
+        stale = all(i.mtime is not None and i.mtime.timestamp() < cutoff for i in infos)
+        if (run_date is not None and entry.startswith(f"{RAW}.{run_date}.")) or stale:
+            store.delete(folder)
+            gone.append(folder)
+    return gone
 
 
 def _clean(sources: list[Source], spec: PreprocessSpec, store: Store,

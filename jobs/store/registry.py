@@ -27,7 +27,8 @@ class ModelCard(BaseModel):
     """What one model version is: its lineage (dataset, checkpoint hash, code), how it was trained, what it makes
     (``output_shape``, sampler defaults) and its quality references (``quality``, see ``jobs.gate.references``).
     Cards written by older versions of the pipeline lack some fields; they load with the defaults, and an image
-    card without ``output_shape`` takes it from its family config (the only place it was recorded then)."""
+    card without ``output_shape`` takes it from its family config (the only place it was recorded then) when the
+    config has it (a pretrained model's does not: ``image_shape`` then says so)."""
 
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
@@ -60,7 +61,7 @@ class ModelCard(BaseModel):
 
     @model_validator(mode="after")
     def _shape_of_older_cards(self) -> "ModelCard":
-        if self.modality == "image" and self.output_shape is None:
+        if self.modality == "image" and self.output_shape is None and {"resolution", "channels"} <= set(self.config):
             r, c = int(self.config["resolution"]), int(self.config["channels"])
             self.output_shape = (r, r, c)
         return self
@@ -73,7 +74,9 @@ class ModelCard(BaseModel):
     @property
     def image_shape(self) -> tuple[int, int, int]:
         if self.output_shape is None:
-            raise ValueError(f"model {self.name} makes {self.modality}, not images")
+            raise ValueError(f"model {self.name} makes {self.modality}, not images" if self.modality != "image" else
+                             f"model {self.name} {self.version}: its card records no image shape (registered before "
+                             "cards had output_shape); register it again")
         return self.output_shape
 
     def lineage(self) -> dict[str, Any]:

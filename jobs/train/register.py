@@ -126,8 +126,10 @@ def _quality_references(spec: ModelSpec, train: TrainSpec, store: Store, trained
     return files, card
 
 
-def register_version(store: Store, spec: ModelSpec, train: TrainSpec, trained: Trained, promote: bool) -> ModelRef:
-    """Writes the version folder and registers it (``promote``: production at once)."""
+def register_version(store: Store, spec: ModelSpec, train: TrainSpec, trained: Trained, promote: bool,
+                     started: float | None = None) -> ModelRef:
+    """Writes the version folder and registers it (``promote``: production at once). ``started``: when a version
+    that was not trained began, so its wall time covers building its references (a trained version's is the run's)."""
     model = trained.model
     with tempfile.TemporaryDirectory() as d:
         weights = os.path.join(d, "model.safetensors")
@@ -142,6 +144,8 @@ def register_version(store: Store, spec: ModelSpec, train: TrainSpec, trained: T
     references = _quality_references(spec, train, store, trained)
     if references:
         files.update(references[0])
+    if started is not None:
+        trained = dataclasses.replace(trained, seconds=time.time() - started)
     card = ModelCard(
         name=spec.name, version=f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{sha[:8]}", family=model.family,
         modality=model.modality, config=dataclasses.asdict(model.config), parameters=model.num_parameters(),

@@ -68,16 +68,18 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
     if train.use_gpu and gpus < needed and not capacity.autoscaling():
         raise ValueError(f"train.use_gpu is true with {needed} worker{'s' * (needed != 1)}, but the Ray cluster "
                          f"has {gpus:g} GPUs")
-    promoted = promotes_at_once(store, spec.name, promote or train.promote)
+    policy = promote or train.promote
     if not spec.finetune:
         probe.eval()
-        trained = Trained(probe, dataset_version, n_rows, time.time() - started, {"step": 0, "epoch": 0})
-        ref = register_version(store, spec, train, trained, promoted)
+        trained = Trained(probe, dataset_version, n_rows, 0.0, {"step": 0, "epoch": 0})
+        promoted = promotes_at_once(store, spec.name, policy)
+        ref = register_version(store, spec, train, trained, promoted, started=started)
         progress.say(f"[{spec.name}] registered {ref.version}: the pretrained weights as they are (finetune: false)")
-        return TrainResult(ref, 0, 0, trained.seconds, 0.0, {}, promoted, used_as_is=True)
+        return TrainResult(ref, 0, 0, ref.card.wall_seconds, 0.0, {}, promoted, used_as_is=True)
     loop = _loop_config(spec, train, store, dataset_version, config, n_rows)
     trained = _fit(spec, train, store, dataset_version, loop, fresh)
     trained = dataclasses.replace(trained, train_rows=n_rows, seconds=time.time() - started)
+    promoted = promotes_at_once(store, spec.name, policy)  # decided now: another run may have promoted meanwhile
     ref = register_version(store, spec, train, trained, promoted)
     store.delete("checkpoints", spec.name, "_active.json")  # registered: the next `aigc train` starts a new run
     if not train.keep_finished_checkpoints:

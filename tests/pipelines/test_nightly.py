@@ -23,6 +23,8 @@ def test_flow_returns_the_stage_summaries(tiny_night):
     assert pre["inputs"] == 500 == pre["accepted"] + pre["rejected"]
     assert [m.trained.model.name for m in result.models] == ["tiny-gan", "tiny-gpt"]
     assert all(m.promoted and m.version == m.candidate for m in result.models)  # tonight's versions passed the gate ...
+    kept = result.to_dict()["models"]  # what report.json keeps of each model's training
+    assert [(m["train"]["model"]["version"], m["train"]["promoted"]) for m in kept] == [(m.candidate, False) for m in result.models]
     checks = [c for m in result.models for c in m.promotion.checks]  # ... of tiny.yaml's absolute bounds
     assert {(c["model"], c["metric"]) for c in checks} == {("tiny-gan", "fd"), ("tiny-gan", "memorisation_rate"),
                                                           ("tiny-gpt", "distinct_2"), ("tiny-gpt", "copy_rate")}

@@ -20,6 +20,9 @@ def test_a_card_from_before_output_shape_takes_it_from_its_config_and_keeps_unkn
     with pytest.raises(ValueError, match="makes text, not images"):
         text.image_shape
     assert card.lineage() == {"version": "v1", "family": "dcgan", "checkpoint_sha256": "ab" * 32, "dataset_version": "d1"}
+    pretrained = ModelCard.model_validate({**CARD, "version": "v0", "family": "hf_diffusion", "config": {"path": "/m"}})
+    with pytest.raises(ValueError, match="records no image shape"):  # loads (listing versions works), says why here
+        pretrained.image_shape
 
 
 def test_register_promote_resolve_and_list_versions(tmp_path):
