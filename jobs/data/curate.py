@@ -96,7 +96,8 @@ def prune_raw_staging(store: Store, run_date: str | None, older_than_s: float) -
         if not entry.startswith(f"{RAW}."):
             continue
         folder = f"{layout.staging_area(layout.CURATED)}/{entry}"
-        infos = store.fs.get_file_info(store.files(folder)) if store.files(folder) else []
+        files = store.files(folder)
+        infos = store.fs.get_file_info(files) if files else []
         stale = all(i.mtime is not None and i.mtime.timestamp() < cutoff for i in infos)
         if (run_date is not None and entry.startswith(f"{RAW}.{run_date}.")) or stale:
             store.delete(folder)
