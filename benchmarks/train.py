@@ -1,11 +1,15 @@
-"""Training throughput: a plain single-process PyTorch loop against Ray Train with 1 and 2 workers.
+"""Training throughput: a plain single-process PyTorch loop and plain ``torch.distributed`` DDP against Ray Train,
+with 1 and 2 workers.
 
-All three run the same model (the demo's digits GAN by default) on the same curated digits, with the same
+All run the same model (the demo's digits GAN by default) on the same curated digits, with the same
 step (``aigc_models.training.optimizer_step``) and batch size per worker. Reported per run: samples/s over
 the epochs after the first (median; the first warms up kernels and the dataset cache) and wall seconds
 end to end (Ray Train's include starting the workers, materialising the dataset and publishing the model).
 Ray Train's overhead = 1 - (1 worker samples/s) / (plain loop samples/s); scaling efficiency 1 -> 2 =
 (2 workers samples/s) / (2 x 1 worker samples/s). Each worker, like the plain loop, uses one torch thread.
+``to_ddp_steady`` = Ray Train's steady samples/s over plain DDP's with as many processes (gloo, the same
+batches shared out by rank); ``fixed_cost_s`` = a fit's wall seconds less its samples at its steady rate. The
+JSON's ``ray_train_to_ddp_steady`` and ``fit_fixed_cost_s`` are those of the largest worker count.
 
     .venv/bin/python benchmarks/train.py [--family dcgan] [--rows 1800] [--epochs 4] [--workers 1 2]
         [--data-order deterministic locality]   # what train.deterministic_data costs
@@ -65,6 +69,55 @@ def plain_loop(model: aigc_models.GenerativeModel, batches: list[dict], epochs: 
             "wall_seconds": round(time.perf_counter() - started, 2), "steps": epochs * len(batches)}
 
 
+def _ddp_worker(rank: int, world: int, port: int, family: str, config: dict, batches: list[dict], epochs: int,
+                out: str) -> None:
+    """One process of plain ``torch.distributed`` DDP (gloo, one torch thread, as a Ray Train worker has): the
+    rank's share of the batches, the same optimiser step."""
+    import json
+    import os
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = aigc_models.build(family, config).train()
+    ddp = DistributedDataParallel(model, find_unused_parameters=len(model.phases) > 1)
+    mine = batches[rank::world][:len(batches) // world]  # every rank takes the same number of steps
+    optimizers, schedulers = make_optimizers(model, total_steps=epochs * len(mine))
+    autocast = {"device_type": "cpu", "dtype": torch.bfloat16, "enabled": False}
+    rates = []
+    for _ in range(epochs):
+        torch.distributed.barrier()
+        t, rows = time.perf_counter(), 0
+        for columns in mine:
+            optimizer_step(model, ddp, optimizers, schedulers, [model.make_batch(columns)], 1.0, autocast)
+            rows += len(next(iter(columns.values())))
+        rates.append(rows * world / (time.perf_counter() - t))
+    if rank == 0:
+        Path(out).write_text(json.dumps({"samples_per_s": round(statistics.median(rates[1:] or rates), 1),
+                                         "steps": epochs * len(mine)}))
+    torch.distributed.destroy_process_group()
+
+
+def plain_ddp(family: str, config: dict, batches: list[dict], epochs: int, workers: int) -> dict:
+    """What one would write with torch.distributed alone: ``workers`` processes on this machine."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as d:
+        started = time.perf_counter()
+        mp.spawn(_ddp_worker, args=(workers, port, family, config, batches, epochs, f"{d}/out.json"), nprocs=workers)
+        wall = time.perf_counter() - started
+        return {**json.loads(Path(f"{d}/out.json").read_text()), "wall_seconds": round(wall, 2)}
+
+
 def random_batches(family: str, n_rows: int, batch_size: int) -> list[dict]:
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (n_rows, 32, 32, 1), dtype=np.uint8)
@@ -118,6 +171,10 @@ def with_ray(args: argparse.Namespace) -> dict:
                            args.epochs, torch.device("cpu"), bf16=False)
         results.append({"family": family, "trainer": "plain PyTorch", "workers": 1, **plain})
         print(results[-1], flush=True)
+        for workers in args.workers:
+            ddp = plain_ddp(family, model_config(spec, store, version, classes), batches, args.epochs, workers)
+            results.append({"family": family, "trainer": "torch DDP", "workers": workers, **ddp})
+            print(results[-1], flush=True)
         for order in args.data_order:
             for workers in args.workers:
                 train = TrainSpec(num_workers=workers, epochs=args.epochs, batch_size=batch_size, validation=False,
@@ -134,13 +191,22 @@ def with_ray(args: argparse.Namespace) -> dict:
                 print(results[-1], flush=True)
         runs = [r for r in results if r["family"] == family]
         ray_runs = [r for r in runs if r["trainer"] == "Ray Train" and r["data_order"] == args.data_order[0]]
+        for r in ray_runs:
+            ddp = next(d for d in runs if d["trainer"] == "torch DDP" and d["workers"] == r["workers"])
+            r["to_ddp_steady"] = round(r["samples_per_s"] / ddp["samples_per_s"], 3)
+            # what a fit costs beyond its steps at the steady rate: starting workers, data, checkpoints, publishing
+            r["fixed_cost_s"] = round(r["wall_seconds"] - n_rows * args.epochs / r["samples_per_s"], 1)
         one = next((r for r in ray_runs if r["workers"] == 1), None)
         two = next((r for r in ray_runs if r["workers"] == 2), None)
         if one:
             one["overhead_vs_plain"] = f"{1 - one['samples_per_s'] / runs[0]['samples_per_s']:.1%}"
         if one and two:
             two["scaling_1_to_2"] = f"{two['samples_per_s'] / (2 * one['samples_per_s']):.0%}"
-    return {"rows": n_rows, "batch_size": batch_size, "epochs": args.epochs, "runs": results}
+    main_runs = [r for r in results if r["trainer"] == "Ray Train" and r["workers"] == max(args.workers)
+                 and r["data_order"] == args.data_order[0]]
+    return {"rows": n_rows, "batch_size": batch_size, "epochs": args.epochs, "runs": results,
+            "ray_train_to_ddp_steady": min(r["to_ddp_steady"] for r in main_runs),
+            "fit_fixed_cost_s": max(r["fixed_cost_s"] for r in main_runs)}
 
 
 def table(title: str, rows: list[dict]) -> None:

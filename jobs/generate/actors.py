@@ -1,8 +1,15 @@
-"""The two Ray Data callable classes of generation: ``SamplingActor`` (the models, on GPUs with ``use_gpu``) and
-``FinishingActor`` (CPU work: PNG with the provenance label, scores, filters, the published schema).
+"""The Ray Data callable classes of generation: ``SamplingActor`` (the models, on GPUs with ``use_gpu``),
+``FinishingActor`` (CPU work: PNG with the provenance label, scores, filters, the published schema) and
+``GeneratingActor``, both in one process.
 
-Each loads what it needs once per actor in ``__init__``; ``__call__`` maps a batch to a batch. Neither knows the
-night's plan: rows arrive with their id, seed, condition and sampler settings (``jobs.generate.plan``).
+A CPU night runs ``GeneratingActor``s: Ray Data never fuses two actor stages, so two pools would pickle every
+batch of pixels from one process to the other for nothing. A GPU night keeps the two pools apart
+(``RangeSamplingActor`` on the GPUs, ``StagingFinishingActor`` on CPUs) so the GPUs sample while CPUs encode
+and score. The finishing side writes its Parquet files itself (``jobs.generate.staging.PartWriter``): the
+published rows never travel through Ray's object store, and a file is named by its rows, so a retried block
+replaces its own file. Each loads what it needs once per actor in ``__init__``; ``__call__`` maps a
+batch to a batch. None knows the night's plan: rows arrive with their id, seed, condition and sampler settings
+(``jobs.generate.plan``).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import os
 import signal
 import time
 from datetime import date, datetime, timezone
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -24,8 +32,9 @@ import ray
 
 from jobs.gate.references import References
 from jobs.generate import filters
-from jobs.generate.plan import NightRun
+from jobs.generate.plan import NightRun, RowSource
 from jobs.generate.spec import FilterSpec
+from jobs.generate.staging import PartWriter, StagedOutput
 from jobs.runtime import faults
 from jobs.store import provenance, registry, schema
 from jobs.store.png import encode_png
@@ -123,6 +132,13 @@ class FinishingActor:
         self.refs = {name: References.load(self.store, ref) for name, ref in run.models.items()}
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
+        accepted, refused = self.finish(batch)
+        if refused.num_rows:
+            self._write_rejected(refused)
+        return accepted
+
+    def finish(self, batch: pd.DataFrame) -> tuple[pa.Table, pa.Table]:
+        """(accepted rows in the published schema, refused rows with stage/reason/detail)."""
         batch = batch.reset_index(drop=True)
         created = datetime.now(timezone.utc)
         cols: dict[str, list] = {f.name: [] for f in schema.GENERATED_REJECTED}
@@ -132,15 +148,13 @@ class FinishingActor:
                 cols[k].append(v)
         self.batches += 1
         if faults.fire(self.fault, "generate-driver-kill", self.batches - 1):
-            time.sleep(3)  # the batches before this one reach their files first
+            time.sleep(3)  # the files before this one are written first
             os.kill(faults.driver_pid(self.fault), signal.SIGKILL)
         table = schema.table(cols, schema.GENERATED_REJECTED)
         refused = pc.is_valid(table.column("reason"))
-        if pc.any(refused).as_py():
-            self._write_rejected(table.filter(refused))
         accepted = pc.invert(refused)
-        table = table.filter(accepted).select(schema.GENERATED.names).cast(schema.GENERATED)
-        return table if self.briefs is None else self._with_briefs(table, batch, accepted)
+        out = table.filter(accepted).select(schema.GENERATED.names).cast(schema.GENERATED)
+        return (out if self.briefs is None else self._with_briefs(out, batch, accepted)), table.filter(refused)
 
     def _row(self, row: Any, image_scores: tuple[np.ndarray, dict[str, Any]] | None, created: datetime) -> dict[str, Any]:
         """One row in the refused-rows schema: the published columns, plus stage/reason/detail when refused."""
@@ -195,3 +209,54 @@ class FinishingActor:
         buf = pa.BufferOutputStream()
         pq.write_table(table, buf)  # a retried batch overwrites its own file
         self.store.write_bytes(buf.getvalue().to_pybytes(), self.rejected_dir, f"{name}.parquet")
+
+
+def write_finished(finishing: FinishingActor, parts: Iterable[pd.DataFrame], out: StagedOutput) -> dict[str, np.ndarray]:
+    """Finishes sampled rows part by part into one staged file of accepted rows (row groups of ``out.group_rows``)
+    and one of refused rows; returns their counts, all that travels back through Ray."""
+    writer, refused = PartWriter(finishing.store, out.folder, out.group_rows), []
+    for part in parts:
+        accepted, no = finishing.finish(part)
+        writer.add(accepted)
+        if no.num_rows:
+            refused.append(no)
+    if refused:
+        finishing._write_rejected(pa.concat_tables(refused))
+    return {"rows": np.array([writer.close()]), "rejected": np.array([sum(t.num_rows for t in refused)])}
+
+
+class GeneratingActor:
+    """A ``SamplingActor`` and a ``FinishingActor`` in one process: a CPU night's only pool. Each call takes a
+    block of position ranges, expands them into rows (``jobs.generate.plan.RowSource``), samples and finishes
+    them ``batch_size`` at a time and writes one staged file (``write_finished``)."""
+
+    def __init__(self, rows: RowSource, out: StagedOutput, sampling: dict[str, Any], finishing: dict[str, Any]) -> None:
+        self.rows, self.out = rows, out
+        self.sampling, self.finishing = SamplingActor(**sampling), FinishingActor(**finishing)
+
+    def __call__(self, ranges: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return write_finished(self.finishing, (self.sampling(p) for p in self.rows.parts(ranges)), self.out)
+
+
+class RangeSamplingActor(SamplingActor):
+    """A GPU night's sampling pool: a block of position ranges in, sampled rows out, ``batch_size`` at a time."""
+
+    def __init__(self, rows: RowSource, **sampling: Any) -> None:
+        super().__init__(**sampling)
+        self.rows = rows
+
+    def __call__(self, ranges: dict[str, np.ndarray]) -> Iterator[pd.DataFrame]:  # type: ignore[override]
+        for part in self.rows.parts(ranges):
+            yield super().__call__(part)
+
+
+class StagingFinishingActor(FinishingActor):
+    """A GPU night's finishing pool, on CPUs: a block of sampled rows in, one staged file out."""
+
+    def __init__(self, out: StagedOutput, batch_size: int, **finishing: Any) -> None:
+        super().__init__(**finishing)
+        self.out, self.batch_size = out, batch_size
+
+    def __call__(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:  # type: ignore[override]
+        parts = (batch.iloc[i:i + self.batch_size] for i in range(0, len(batch), self.batch_size))
+        return write_finished(self, parts, self.out)

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import numpy as np
@@ -153,6 +154,37 @@ def expand(batch: dict[str, np.ndarray], cells: pd.DataFrame, run_date: str, ski
     positions = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in zip(batch["start"], batch["stop"])])
     rows = rows_of(cells, run_date, positions)
     return rows[~rows["id"].isin(skip)] if skip else rows
+
+
+@dataclasses.dataclass(frozen=True)
+class RowSource:
+    """What a generation actor needs to turn position ranges into rows itself (no task stage between): the
+    pass's cells, the night's date, the ids already written (a resumed night) and rows per model call."""
+
+    cells: pd.DataFrame
+    run_date: str
+    skip: frozenset
+    batch_size: int
+
+    def parts(self, ranges: dict[str, np.ndarray]) -> Iterator[pd.DataFrame]:
+        rows = expand(ranges, self.cells, self.run_date, self.skip)
+        for first in range(0, len(rows), self.batch_size):
+            yield rows.iloc[first:first + self.batch_size]
+
+
+def position_ranges(total: int, first: int, most: int, actors: int) -> list[tuple[int, int]]:
+    """Positions ``0 .. total-1`` cut into ranges, one file each: ``first`` rows for the first range of every
+    actor (the first files land within seconds of the start), doubling each round up to ``most`` (a file's
+    worth), and shrinking again near the end so no actor is left alone with a long last range."""
+    first, most = max(1, min(first, most)), max(1, most)
+    out, start, size = [], 0, first
+    while start < total:
+        n = min(size, most, max(first, (total - start) // (2 * actors)), total - start)
+        out.append((start, start + n))
+        start += n
+        if len(out) % actors == 0:
+            size *= 2
+    return out
 
 
 def _cell_key(request_id: str, label: Any, prompt: Any) -> tuple:

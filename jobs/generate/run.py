@@ -1,9 +1,11 @@
 """Batch generation on Ray Data, published atomically as ``ROOT/generated/date=YYYY-MM-DD/`` (``jobs.store.layout``).
 
-The pipeline: request *cells* (``jobs.generate.plan``, held on the driver) -> rows expanded from index ranges
-inside Ray tasks -> ``SamplingActor``s (the models, on GPUs with ``use_gpu``) -> ``FinishingActor``s on CPUs (PNG
-with the provenance label, quality scores, filters) -> Parquet files cut by bytes. The driver never holds a row
-per sample, so a million-row night keeps its memory flat.
+The pipeline: request *cells* (``jobs.generate.plan``, held on the driver) -> position ranges, small first and
+growing to a file's worth -> actors that expand each range into rows, sample them (the models, on GPUs with
+``use_gpu``), finish them (PNG with the provenance label, quality scores, filters) and write the range as one
+Parquet file of the staging folder. Without GPUs one pool of ``GeneratingActor``s does it all in one process; on
+GPUs sampling actors feed finishing actors on the CPUs (``jobs.generate.actors``). The driver never holds a row
+per sample, and the rows never pass through it, so a million-row night keeps its memory flat.
 
 Reproducibility: a row's id and seed come from (run date, request id, sample index), and each row is sampled on
 its own, so its bytes never depend on batch size, actor count or row order.
@@ -30,18 +32,21 @@ import pandas as pd
 import pyarrow as pa
 import ray
 
-from jobs.generate.actors import FinishingActor, SamplingActor
+from jobs.generate.actors import GeneratingActor, RangeSamplingActor, StagingFinishingActor
 from jobs.generate.manifest import GenerateResult, build_manifest, publish_night, published_unchanged
-from jobs.generate.plan import NightRun, cap_cells, expand, load_requests, plan_cells, top_up_plan
-from jobs.generate.pools import FINISHER_CPUS, TASK_CPUS, Pools, describe, sampler_resources, size_pools
+from jobs.generate.plan import NightRun, RowSource, cap_cells, load_requests, plan_cells, position_ranges, top_up_plan
+from jobs.generate.pools import FINISHER_CPUS, Pools, describe, sampler_resources, size_pools
 from jobs.generate.spec import FilterSpec, GenerateSpec
-from jobs.generate.staging import ACTORS, REJECTED, NightStaging
+from jobs.generate.staging import ACTORS, REJECTED, NightStaging, StagedOutput
 from jobs.runtime import faults, progress
 from jobs.store import layout, registry, schema
 from jobs.store.commit import resumable_staging
 from jobs.store.registry import ModelRef
 from jobs.store.rejects import ErrorBudgetExceeded, check_error_budget
 from jobs.store.storage import Store
+
+
+FIRST_RANGE_ROWS = 64
 
 
 @dataclasses.dataclass
@@ -106,6 +111,7 @@ def _generate(job: _Job, cells: pd.DataFrame, resumed: bool) -> tuple[dict, int,
     generated, rounds = int(cells["n"].sum()), []
     with progress.watch("generate", generated, "rows", job.staging.rows, every=2.0 if job.store.is_local else 10.0):
         _passes(job, cells, done, rounds)
+    job.staging.drop_temporary()  # a retried block's unfinished write: its rows are in the retry's file
     generated += sum(rounds)
     seconds = time.time() - started
     manifest = build_manifest(job.staging, cells, job.run, generated, seconds, rounds, resume, job.spec.filters)
@@ -140,37 +146,25 @@ def _passes(job: _Job, cells: pd.DataFrame, done: frozenset, rounds: list[int]) 
 
 
 def _pipeline(job: _Job, cells: pd.DataFrame, skip: frozenset) -> None:
-    """One Ray Data pass: expand ``cells`` (minus ``skip``) -> sampling -> finishing -> Parquet in staging."""
+    """One Ray Data pass: position ranges of ``cells`` (minus ``skip``) -> actors that expand, sample, finish and
+    write each range as one Parquet file of the staging folder."""
     total = int(cells["n"].sum())
     if total == 0:
         return
-    spec, store, (sampling, finishing) = job.spec, job.store, job.pools
-    # Position ranges from the driver, expanded by tasks of a quarter CPU: ray.data.range reads with 1-CPU tasks,
-    # which a node whose actors left it half a CPU can never run (see jobs/runtime/capacity.py). A task stage there,
-    # not only actors, also keeps Ray Data granting this job CPUs while it runs, so the write tasks stream files out
-    # (a killed night resumes from them) instead of waiting for the last batch.
-    bounds = np.linspace(0, total, max(1, min(total // spec.batch_size, 8 * sampling[1])) + 1).astype(np.int64)
-    ranges = [{"start": int(a), "stop": int(b)} for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    spec = job.spec
+    group = max(1, min(spec.row_group_bytes, spec.max_file_bytes) // job.per_row)
+    # Position ranges from the driver (no read tasks: a node whose actors left it half a CPU can never run Ray
+    # Data's 1-CPU reads; jobs/runtime/capacity.py). The first ranges are one model call (64 rows at least, so a
+    # small night is not cut into crumbs): the first files land within seconds, and the next ranges grow.
+    first = max(spec.batch_size, FIRST_RANGE_ROWS)
+    ranges = position_ranges(total, first, max(1, spec.max_file_bytes // job.per_row), job.pools[0][1])
     context = ray.data.DataContext.get_current()  # a dataset keeps the context it was made in: set it first
     waited, context.wait_for_min_actors_s = context.wait_for_min_actors_s, spec.actor_start_timeout_s
-    resources = sampler_resources(spec)
-    ds = (ray.data.from_items(ranges, override_num_blocks=len(ranges))
-          .map_batches(expand, fn_kwargs={"cells": cells, "run_date": job.run.run_date, "skip": skip},
-                       batch_size=None, batch_format="numpy", num_cpus=TASK_CPUS)
-          .map_batches(SamplingActor, fn_constructor_kwargs={
-              "root": store.root, "use_gpu": spec.use_gpu, "fault": job.fault, "stats_dir": f"{job.staging.path}/{ACTORS}",
-              "models": {n: ref.version for n, ref in job.run.models.items()}},
-              batch_size=spec.batch_size, batch_format="pandas", concurrency=_concurrency(sampling),
-              num_cpus=resources.pop("CPU"), num_gpus=resources.pop("GPU", None), resources=resources or None)
-          .map_batches(FinishingActor, fn_constructor_kwargs={
-              "store_root": store.root, "run": job.run, "filters": spec.filters, "briefs": job.briefs,
-              "rejected_dir": f"{job.staging.path}/{REJECTED}", "fault": job.fault},
-              batch_format="pandas", concurrency=_concurrency(finishing), num_cpus=FINISHER_CPUS))
-    group = max(1, min(spec.row_group_bytes, spec.max_file_bytes) // job.per_row)
+    ds = _work(job, ray.data.from_items([{"start": a, "stop": b} for a, b in ranges], override_num_blocks=len(ranges)),
+               RowSource(cells, job.run.run_date, skip, spec.batch_size), StagedOutput(job.staging.path, group))
     try:  # a pool that cannot start within actor_start_timeout_s fails the night; it never waits for ever
-        ds.write_parquet(store.path(job.staging.path), filesystem=store.fs, row_group_size=group,  # Ray buffers
-                         min_rows_per_file=group, max_rows_per_file=max(group, spec.max_file_bytes // job.per_row),
-                         ray_remote_args={"num_cpus": TASK_CPUS})  # blocks up to a group
+        for _ in ds.iter_batches(batch_size=None):  # counts only: the rows are in their files already
+            pass
     except Exception as exc:  # Ray Data's GetTimeoutError, raised in its executor (wrapped or not)
         if "Timed out while starting actors" not in str(exc):
             raise
@@ -180,6 +174,27 @@ def _pipeline(job: _Job, cells: pd.DataFrame, skip: frozenset) -> None:
                            "generate.actor_start_timeout_s") from None
     finally:
         context.wait_for_min_actors_s = waited
+
+
+def _work(job: _Job, ranges: ray.data.Dataset, rows: RowSource, out: StagedOutput) -> ray.data.Dataset:
+    """Ranges -> written files' counts: one pool of ``GeneratingActor``s on a CPU night; on GPUs, sampling actors
+    there and finishing actors on the CPUs (``jobs.generate.pools``)."""
+    spec, (sampling, finishing) = job.spec, job.pools
+    resources = sampler_resources(spec)
+    sampler = {"root": job.store.root, "use_gpu": spec.use_gpu, "fault": job.fault,
+               "stats_dir": f"{job.staging.path}/{ACTORS}", "models": {n: ref.version for n, ref in job.run.models.items()}}
+    finisher = {"store_root": job.store.root, "run": job.run, "filters": spec.filters, "briefs": job.briefs,
+                "rejected_dir": f"{job.staging.path}/{REJECTED}", "fault": job.fault}
+    placement = {"concurrency": _concurrency(sampling), "num_cpus": resources.pop("CPU"),
+                 "num_gpus": resources.pop("GPU", None), "resources": resources or None}
+    if finishing is None:
+        return ranges.map_batches(GeneratingActor, fn_constructor_kwargs={
+            "rows": rows, "out": out, "sampling": sampler, "finishing": finisher},
+            batch_size=None, batch_format="numpy", **placement)
+    return (ranges.map_batches(RangeSamplingActor, fn_constructor_kwargs={"rows": rows, **sampler}, batch_size=None,
+                               batch_format="numpy", **placement)
+            .map_batches(StagingFinishingActor, fn_constructor_kwargs={"out": out, "batch_size": spec.batch_size, **finisher},
+                         batch_size=None, batch_format="pandas", concurrency=_concurrency(finishing), num_cpus=FINISHER_CPUS))
 
 
 def _concurrency(pool: tuple[int, int, int]) -> int | tuple[int, int, int]:

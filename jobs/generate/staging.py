@@ -8,6 +8,9 @@ files, ``_rejected/`` (refused rows) and ``_actors/`` (per-actor statistics); th
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -21,6 +24,53 @@ REJECTED = "_rejected"  # refused rows, committed to ROOT/rejects/generated/date
 ACTORS = "_actors"  # one small JSON per sampling actor (never published)
 
 
+@dataclasses.dataclass(frozen=True)
+class StagedOutput:
+    """Where the finishing side writes accepted rows, and their row-group size (rows)."""
+
+    folder: str
+    group_rows: int
+
+
+class PartWriter:
+    """Streams tables into one Parquet file of the staging folder, in row groups of ``group_rows``, and names it
+    by the ids it holds when it closes: a retried batch of the same rows replaces its own file, never adds one.
+    Until then it is a ``.tmp-`` sibling, which a resumed night deletes (``NightStaging.drop_truncated``)."""
+
+    def __init__(self, store: Store, folder: str, group_rows: int) -> None:
+        self.store, self.folder, self.group_rows = store, folder, max(1, group_rows)
+        self.tmp = store.path(folder, f".tmp-{uuid.uuid4().hex}")
+        self.pending: list[pa.Table] = []
+        self.ids = hashlib.sha256()
+        self.rows, self.writer = 0, None
+
+    def add(self, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        self.ids.update("\n".join(table.column("id").to_pylist()).encode() + b"\n")
+        self.rows += table.num_rows
+        self.pending.append(table)
+        if sum(t.num_rows for t in self.pending) >= self.group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        table, self.pending = pa.concat_tables(self.pending), []
+        if self.writer is None:
+            self.store.makedirs(self.folder)
+            self.writer = pq.ParquetWriter(self.tmp, table.schema, filesystem=self.store.fs)
+        self.writer.write_table(table, row_group_size=self.group_rows)
+
+    def close(self) -> int:
+        """Rows written (0: no file)."""
+        self._flush()
+        if self.writer is not None:
+            self.writer.close()
+            self.store.fs.move(self.tmp, self.store.path(self.folder, f"{self.ids.hexdigest()[:24]}.parquet"))
+        return self.rows
+
+
 class NightStaging:
     def __init__(self, store: Store, path: str) -> None:
         self.store, self.path = store, path
@@ -31,13 +81,18 @@ class NightStaging:
             return self.store.files(self.path, REJECTED, suffix=".parquet")
         return [f for f in self.store.files(self.path, suffix=".parquet") if not self.store.relpath(f, self.path).startswith("_")]
 
-    def drop_truncated(self) -> int:
-        """Deletes files a killed run left half-written (no readable footer); their rows are generated again."""
-        dropped = 0
-        for where in (self.path, f"{self.path}/{REJECTED}"):  # a killed Store.write_bytes leaves *.tmp-* files
+    def drop_temporary(self) -> None:
+        """Deletes the ``.tmp-`` files of writes that never finished (a killed actor's, or a killed
+        ``Store.write_bytes``'s): never published, and their rows are in a finished file or generated again."""
+        for where in (self.path, f"{self.path}/{REJECTED}"):
             for f in self.store.files(where):
                 if ".tmp-" in f.rsplit("/", 1)[-1]:
                     self.store.fs.delete_file(f)
+
+    def drop_truncated(self) -> int:
+        """Deletes files a killed run left half-written (no readable footer); their rows are generated again."""
+        self.drop_temporary()
+        dropped = 0
         for f in self.files() + self.files(rejected=True):
             try:
                 pq.read_metadata(f, filesystem=self.store.fs)

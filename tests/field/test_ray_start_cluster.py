@@ -5,7 +5,8 @@ Before, ``aigc nightly --ray-address`` on such a cluster trained both models and
 the sampling and finishing actors, spread one of each per node, left half a CPU on each node, so the 1-CPU
 read and write tasks could never be placed while Ray Data counted one free CPU. Now the pools are checked
 against the nodes' resources first (``jobs/runtime/capacity.py``), the stages between actors ask for what fits,
-and a pool the cluster can never hold (or cannot start in time) fails with the key to change.
+and a pool the cluster can never hold (or cannot start in time) fails with the key to change. (A CPU night now
+runs one pool of generating actors, sampling and finishing in one process; the placement check is the same.)
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def test_a_generator_asking_for_a_scarce_resource_gets_the_pool_the_cluster_can_
                             "--set", "generate.concurrency=[1, 2]", log=tmp_path / "scarce.log",
                             env=ray_start_cluster.env(prefect_api))
     assert code == 0, out[-4000:]
-    assert "[generate] the cluster fits 1 sampling and 1 finishing actors (the config allows up to 2 and 1)" in out
+    assert "[generate] the cluster fits 1 generating actors (the config allows up to 2): using 1" in out
     assert _rows(root, "2026-11-22").num_rows == 18
 
 
@@ -143,5 +144,5 @@ def test_a_pool_that_other_work_keeps_from_starting_fails_after_its_timeout(clus
         holder.kill()
         holder.wait()
     assert code == 1, out[-4000:]
-    assert "generate.actor_start_timeout_s: the generation actors (1 sampling with CPU 1, accel 1 each" in out
+    assert "generate.actor_start_timeout_s: the generation actors (1 generating (sampling and finishing) with CPU 1, accel 1 each" in out
     assert not (root / "generated" / "date=2026-11-24").exists()

@@ -2,9 +2,10 @@
 
 import pytest
 
-from jobs.generate.pools import FINISHER_CPUS, TASK_CPUS
+from jobs.generate.pools import FINISHER_CPUS
 from jobs.runtime.capacity import CapacityError, Demand, check, fits, largest_fitting
 
+TASK_CPUS = 0.25  # what generation's expand and write tasks asked for, before the actors wrote their own files
 TWO_BY_TWO = [{"CPU": 2.0}, {"CPU": 2.0, "accel": 1.0}]
 
 
