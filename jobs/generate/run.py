@@ -190,8 +190,8 @@ def _work(job: _Job, ranges: ray.data.Dataset, rows: RowSource, out: StagedOutpu
     if finishing is None:
         return ranges.map_batches(GeneratingActor, fn_constructor_kwargs={
             "rows": rows, "out": out, "sampling": sampler, "finishing": finisher},
-            batch_size=None, batch_format="numpy", **placement)
-    return (ranges.map_batches(RangeSamplingActor, fn_constructor_kwargs={"rows": rows, **sampler}, batch_size=None,
+            batch_size=1, batch_format="numpy", **placement)  # a range per call (it holds batch_size rows or more)
+    return (ranges.map_batches(RangeSamplingActor, fn_constructor_kwargs={"rows": rows, **sampler}, batch_size=1,
                                batch_format="numpy", **placement)
             .map_batches(StagingFinishingActor, fn_constructor_kwargs={"out": out, "batch_size": spec.batch_size, **finisher},
                          batch_size=None, batch_format="pandas", concurrency=_concurrency(finishing), num_cpus=FINISHER_CPUS))

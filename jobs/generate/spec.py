@@ -80,9 +80,12 @@ class FilterSpec(Strict):
 
 class GenerateSpec(Strict):
     batch_size: int = Field(64, ge=1)  # rows per model call; never changes a row's output
-    concurrency: Union[int, tuple[int, int]] = 2  # generator actors: a fixed pool, or [min, max] to autoscale
-    encode_concurrency: Union[int, tuple[int, int]] = (1, 2)  # CPU actors that PNG-encode, score and filter
-    max_file_bytes: int = Field(256 * 2**20, ge=2**10)  # Parquet files are cut by bytes, not rows
+    concurrency: Union[int, tuple[int, int]] = 2  # generator actors: a fixed pool, or [min, max] to autoscale; without
+    #   use_gpu each samples and finishes its rows in one process (one CPU each)
+    encode_concurrency: Union[int, tuple[int, int]] = (1, 2)  # with use_gpu: CPU actors that PNG-encode, score,
+    #   filter and write the GPU actors' rows (unused without use_gpu)
+    max_file_bytes: int = Field(256 * 2**20, ge=2**10)  # Parquet files are cut by bytes, not rows (the first
+    #   ones are a model call's rows, so rows land within seconds; later ones grow to this)
     row_group_bytes: int = Field(128 * 2**20, ge=2**10)  # and so are their row groups (binary offsets stay < 2 GiB)
     filters: FilterSpec = Field(default_factory=lambda: FilterSpec())
     use_gpu: bool = False
