@@ -142,6 +142,8 @@ def mode_pipeline(root: str, model: str, rows: int, config: str) -> dict:
 
     cfg, spec = _spec(config, root, model, rows)
     ensure_ray(cfg.ray.address, cfg.ray.num_cpus, dashboard=False)
+    time.sleep(5)  # "on a running Ray": a fresh instance's prestarted workers finish booting first (in a night, Ray
+    #                has been up since before training)
     store = Store(root)
     found: list[float] = []
     stop = threading.Event()
