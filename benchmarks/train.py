@@ -11,7 +11,7 @@ Ray Train's overhead = 1 - (1 worker samples/s) / (plain loop samples/s); scalin
 batches shared out by rank); ``fixed_cost_s`` = a fit's wall seconds less its samples at its steady rate. The
 JSON's ``ray_train_to_ddp_steady`` and ``fit_fixed_cost_s`` are those of the largest worker count.
 
-    .venv/bin/python benchmarks/train.py [--family dcgan] [--rows 1800] [--epochs 4] [--workers 1 2]
+    .venv/bin/python benchmarks/train.py [--family dcgan] [--rows 1800] [--epochs 8] [--workers 1 2]
         [--data-order deterministic locality]   # what train.deterministic_data costs
 
 On a machine with torch alone (a GPU box without Ray), ``--torch-only`` runs only the plain loop, on random
@@ -153,7 +153,7 @@ def with_ray(args: argparse.Namespace) -> dict:
     from jobs.train.run import run_training
     from jobs.train.spec import ModelSpec, TrainSpec
 
-    ensure_ray(num_cpus=args.cpus)
+    ensure_ray(num_cpus=args.cpus, dashboard=False)  # as the DDP baseline: no dashboard processes polling beside it
     torch.set_num_threads(1)  # what a Ray Train worker with one CPU gets (OMP_NUM_THREADS=1)
     store = Store(tempfile.mkdtemp(prefix="bench-train-"))
     run_preprocess([BuiltinSource(kind="builtin", name="digits", limit=args.rows)], PreprocessSpec(resolution=32, channels=1), store)
@@ -221,7 +221,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--families", nargs="+", default=["dcgan"], choices=list(MODELS))
     p.add_argument("--rows", type=int, default=1800, help="digits to preprocess (or random rows with --torch-only)")
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=8, help="the rates are medians over the epochs after the first")
     p.add_argument("--batch-size", type=int, nargs="+", default=[64], help="per worker (Ray: the first one)")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
