@@ -11,6 +11,8 @@ first) and the same N rows (N/10 per digit):
 Each run has a subprocess of its own, so its peak RSS (the driver's, for the pipeline) is its own. Filters are
 as configured, without top-up rounds, so the loop and the pipeline publish the same rows; their pixels must be
 identical (checked). ``--huge`` runs the pipeline once more to see how the driver's memory grows with rows.
+Last, sampling and finishing are timed apart on one CPU thread each: a GPU night needs about (GPU rows/s) /
+``finishing_rows_per_s_one_cpu`` finishing actors (``generate.encode_concurrency``) to keep its GPUs busy.
 
     .venv/bin/python benchmarks/generate.py --root runs --rows 20000 --big 200000 --huge 1000000 [--json out.json]
     python benchmarks/generate.py --torch-only --weights runs/models/digits-gan/<v>/model.safetensors --device cuda
@@ -121,6 +123,37 @@ def mode_loop(root: str, model: str, rows: int, config: str) -> dict:
             "content": _content(t.column("id").to_pylist(), t.column("content_sha256").to_pylist())}
 
 
+def mode_stages(root: str, model: str, rows: int, config: str) -> dict:
+    """Sampling and finishing apart, on one CPU thread each (what a Ray actor with one CPU gets): how many
+    finishing actors keep one sampling actor busy (on a GPU, its rows/s come from ``--torch-only``)."""
+    import numpy as np
+    import torch
+
+    from jobs.generate.actors import FinishingActor, SamplingActor
+    from jobs.generate.plan import NightRun, RowSource, load_requests
+    from jobs.store import registry
+    from jobs.store.storage import Store
+
+    torch.set_num_threads(1)
+    _, spec = _spec(config, root, model, rows)
+    store, folder = Store(root), f"staging/benchmark-stages-{os.getpid()}"
+    cells, _, models = load_requests(spec, store, lambda n: registry.resolve(store, n))
+    rows = int(cells["n"].sum())
+    sampler = SamplingActor(root, {n: r.version for n, r in models.items()}, False)
+    finisher = FinishingActor(root, NightRun(f"stages:{DATE}", DATE, "stages", models), f"{folder}/_rejected", spec.filters)
+    parts = list(RowSource(cells, DATE, frozenset(), spec.batch_size).parts({"start": np.array([0]), "stop": np.array([rows])}))
+    started = time.time()
+    sampled = [sampler(p) for p in parts]
+    sampling = time.time() - started
+    started = time.time()
+    for p in sampled:
+        finisher.finish(p)
+    finishing = time.time() - started
+    store.delete(folder)
+    return {"rows": rows, "seconds": sampling + finishing, "sampling_rows_per_s_one_cpu": rows / sampling,
+            "finishing_rows_per_s_one_cpu": rows / finishing}
+
+
 def _first_file(where: Path, started: float, found: list[float], stop: threading.Event) -> None:
     """Seconds from ``started`` until a Parquet file of accepted rows has bytes under ``where`` (staging)."""
     while not stop.wait(0.02):
@@ -213,7 +246,7 @@ def main() -> None:
     p.add_argument("--huge", type=int, default=0, help="also run the pipeline alone at this many rows (driver memory)")
     p.add_argument("--skip-naive", action="store_true", help="leave out the one-at-a-time reference")
     p.add_argument("--json", default="benchmarks/results/generate.json")
-    p.add_argument("--mode", choices=["naive", "loop", "pipeline"], help=argparse.SUPPRESS)
+    p.add_argument("--mode", choices=["naive", "loop", "pipeline", "stages"], help=argparse.SUPPRESS)
     p.add_argument("--torch-only", action="store_true", help="time model.sample alone (a GPU box with torch only)")
     p.add_argument("--weights", help="with --torch-only: a model.safetensors")
     p.add_argument("--device", default="cpu")
@@ -223,7 +256,8 @@ def main() -> None:
     if args.mode:
         fn = {"naive": lambda: mode_naive(args.root, args.model, args.rows),
               "loop": lambda: mode_loop(args.root, args.model, args.rows, args.config),
-              "pipeline": lambda: mode_pipeline(args.root, args.model, args.rows, args.config)}[args.mode]
+              "pipeline": lambda: mode_pipeline(args.root, args.model, args.rows, args.config),
+              "stages": lambda: mode_stages(args.root, args.model, min(args.rows, 4096), args.config)}[args.mode]
         out = fn()
         out["peak_rss_mb"] = out.pop("driver_peak_rss_mb", None) or _peak_mb()
         print("RESULT " + json.dumps(out))
@@ -231,6 +265,7 @@ def main() -> None:
     sizes = [args.rows] + ([args.big] if args.big else [])
     runs = ([] if args.skip_naive else [("naive", args.rows)]) + [(m, n) for n in sizes for m in ("loop", "pipeline")]
     results = [_run(mode, rows, args) for mode, rows in runs + ([("pipeline", args.huge)] if args.huge else [])]
+    stages = _run("stages", min(args.rows, 4096), args)
     by = {(r["mode"], r["rows"]): r for r in results}
     print(f"\n{'mode':<9} {'rows':>8} {'seconds':>8} {'img/s':>8} {'peak MB':>8} {'first row s':>12}")
     for r in results:
@@ -240,6 +275,7 @@ def main() -> None:
     summary = {"pipeline_to_equal_work_loop": ratio,
                "time_to_first_row_s": by[("pipeline", args.rows)]["time_to_first_row_s"],
                "identical_pixels": all(by[("loop", n)]["content"] == by[("pipeline", n)]["content"] for n in sizes)}
+    summary.update({k: round(stages[k]) for k in ("sampling_rows_per_s_one_cpu", "finishing_rows_per_s_one_cpu")})
     if args.huge:
         summary["driver_rss_growth_mb_20k_to_1m"] = by[("pipeline", args.huge)]["peak_rss_mb"] - by[("pipeline", args.rows)]["peak_rss_mb"]
     if not args.skip_naive:
