@@ -206,7 +206,8 @@ def test_nightly_refresh_recomputes_the_cached_stages_and_regenerates_a_publishe
     store = _copy_of(tiny_night, tmp_path)
     args = ["nightly", "--config", str(TINY_CONFIG), "--out", store.root, "--date", RUN_DATE]
     files = set(store.listdir("generated", f"date={RUN_DATE}"))
-    before = pd.read_parquet(store.path("generated", f"date={RUN_DATE}")).set_index("id")["content_sha256"]
+    first = pd.read_parquet(store.path("generated", f"date={RUN_DATE}")).set_index("id")
+    before = first["content_sha256"]
     assert main(args) == 0  # this root's first run of the night: it fills the stage cache, regenerates nothing
     assert "already published from the same requests, models and settings" in capsys.readouterr().out
     assert set(store.listdir("generated", f"date={RUN_DATE}")) == files
@@ -216,9 +217,10 @@ def test_nightly_refresh_recomputes_the_cached_stages_and_regenerates_a_publishe
     assert _task_states(plain)[f"curate-{RUN_DATE}"] == "Completed"
     assert _task_states(refreshed)[f"curate-{RUN_DATE}"] == "Completed"  # not the cached result of the run before
     assert main(args) == 0 and _task_states(_flow_runs_of(store.root)[-1])[f"curate-{RUN_DATE}"] == "Cached"
-    assert not files & set(store.listdir("generated", f"date={RUN_DATE}"))  # regenerated: new files ...
-    after = pd.read_parquet(store.path("generated", f"date={RUN_DATE}")).set_index("id")["content_sha256"]
-    assert after.sort_index().equals(before.sort_index())  # ... with the very same rows
+    again = pd.read_parquet(store.path("generated", f"date={RUN_DATE}")).set_index("id")
+    assert again["created_at"].min() > first["created_at"].max()  # regenerated: every row made anew ...
+    assert set(store.listdir("generated", f"date={RUN_DATE}")) == files  # ... into files named by their ids ...
+    assert again["content_sha256"].sort_index().equals(before.sort_index())  # ... with the very same rows
 
 
 def _flow_runs_of(root):
