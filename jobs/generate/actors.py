@@ -19,8 +19,8 @@ import json
 import os
 import signal
 import time
-from datetime import date, datetime, timezone
 from collections.abc import Iterable, Iterator
+from datetime import date, datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -134,7 +134,7 @@ class FinishingActor:
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
         accepted, refused = self.finish(batch)
         if refused.num_rows:
-            self._write_rejected(refused)
+            self.write_rejected(refused)
         return accepted
 
     def finish(self, batch: pd.DataFrame) -> tuple[pa.Table, pa.Table]:
@@ -204,7 +204,8 @@ class FinishingActor:
             table = table.append_column(name, extra.column(name))
         return table.replace_schema_metadata(schema.with_hf_features(table.schema.remove_metadata()).metadata)
 
-    def _write_rejected(self, table: pa.Table) -> None:
+    def write_rejected(self, table: pa.Table) -> None:
+        """Refused rows to ``rejected_dir``, in a file named by their ids (a retried block replaces its own)."""
         name = hashlib.sha256("".join(sorted(table.column("id").to_pylist())).encode()).hexdigest()[:16]
         buf = pa.BufferOutputStream()
         pq.write_table(table, buf)  # a retried batch overwrites its own file
@@ -221,7 +222,7 @@ def write_finished(finishing: FinishingActor, parts: Iterable[pd.DataFrame], out
         if no.num_rows:
             refused.append(no)
     if refused:
-        finishing._write_rejected(pa.concat_tables(refused))
+        finishing.write_rejected(pa.concat_tables(refused))
     return {"rows": np.array([writer.close()]), "rejected": np.array([sum(t.num_rows for t in refused)])}
 
 

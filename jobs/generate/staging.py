@@ -35,14 +35,15 @@ class StagedOutput:
 class PartWriter:
     """Streams tables into one Parquet file of the staging folder, in row groups of ``group_rows``, and names it
     by the ids it holds when it closes: a retried batch of the same rows replaces its own file, never adds one.
-    Until then it is a ``.tmp-`` sibling, which a resumed night deletes (``NightStaging.drop_truncated``)."""
+    Until then it is a ``.tmp-`` sibling, which the end of the pass or a resumed night deletes
+    (``NightStaging.drop_temporary``) if it was never closed."""
 
     def __init__(self, store: Store, folder: str, group_rows: int) -> None:
         self.store, self.folder, self.group_rows = store, folder, max(1, group_rows)
         self.tmp = store.path(folder, f".tmp-{uuid.uuid4().hex}")
         self.pending: list[pa.Table] = []
         self.ids = hashlib.sha256()
-        self.rows, self.writer = 0, None
+        self.rows, self.pending_rows, self.writer = 0, 0, None
 
     def add(self, table: pa.Table) -> None:
         if not table.num_rows:
@@ -50,13 +51,14 @@ class PartWriter:
         self.ids.update("\n".join(table.column("id").to_pylist()).encode() + b"\n")
         self.rows += table.num_rows
         self.pending.append(table)
-        if sum(t.num_rows for t in self.pending) >= self.group_rows:
+        self.pending_rows += table.num_rows
+        if self.pending_rows >= self.group_rows:
             self._flush()
 
     def _flush(self) -> None:
         if not self.pending:
             return
-        table, self.pending = pa.concat_tables(self.pending), []
+        table, self.pending, self.pending_rows = pa.concat_tables(self.pending), [], 0
         if self.writer is None:
             self.store.makedirs(self.folder)
             self.writer = pq.ParquetWriter(self.tmp, table.schema, filesystem=self.store.fs)
