@@ -8,7 +8,9 @@ return in a ``NightResult``; what each stage decides lives in ``jobs`` (promotio
 
 from __future__ import annotations
 
+import contextvars
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 from zoneinfo import ZoneInfo
 
@@ -18,11 +20,12 @@ from jobs.data.curate import PreprocessResult, prune_raw_staging, raw_staging
 from jobs.gate import policy
 from jobs.gate.policy import Promotion
 from jobs.generate.manifest import GenerateResult, discard_night
+from jobs.runtime import capacity
 from jobs.store import layout, registry
 from jobs.store.commit import discard
 from jobs.store.lease import night_lease
 from jobs.store.storage import Store
-from jobs.train.run import TrainResult
+from jobs.train.run import TrainResult, worker_demand
 from jobs.train.spec import ModelSpec
 
 from .config import PipelineConfig
@@ -34,6 +37,7 @@ from .tasks import (
     gate_task,
     generate_task,
     night_key,
+    open_store,
     promote_task,
     publish_task,
     read_source_task,
@@ -107,6 +111,21 @@ def _model_tonight(cfg: PipelineConfig, m: ModelSpec, night: NightResult, refres
     return entry
 
 
+def _models_tonight(cfg: PipelineConfig, night: NightResult, refresh: bool) -> list[ModelTonight]:
+    """Every model's decision, training and gate. The models are independent: with ``train.concurrent_models``
+    and a cluster that holds all their worker groups at once they go through it at the same time (a thread each,
+    in the flow run's context), else one after another. A model that fails fails the night once the others end."""
+    if len(cfg.models) < 2 or not cfg.train.concurrent_models:
+        return [_model_tonight(cfg, m, night, refresh) for m in cfg.models]
+    open_store(cfg)  # Ray up: its nodes decide
+    if capacity.autoscaling() or not capacity.fits([worker_demand(cfg.train) for _ in cfg.models]):
+        return [_model_tonight(cfg, m, night, refresh) for m in cfg.models]
+    with ThreadPoolExecutor(len(cfg.models), thread_name_prefix="model") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, _model_tonight, cfg, m, night, refresh)
+                   for m in cfg.models]
+    return [f.result() for f in futures]
+
+
 def _output(cfg: PipelineConfig, night: NightResult, refresh: bool) -> None:
     """generate (staged) -> gate -> publish; a night whose output fails the gate is ``refused``."""
     missing = [m.name for m in night.models if m.version is None]
@@ -166,7 +185,7 @@ def nightly_flow(config: PipelineConfig, run_date: Optional[str] = None, refresh
             with night.stage("preprocess") as st:
                 night.preprocess = _curate(cfg, run_date, refresh)
                 st.rows = night.preprocess.counts["inputs"]
-            night.models = [_model_tonight(cfg, m, night, refresh) for m in cfg.models]
+            night.models = _models_tonight(cfg, night, refresh)
             if cfg.generate.requests or cfg.generate.request_tables:
                 _output(cfg, night, refresh)
             else:

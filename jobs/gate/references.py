@@ -16,6 +16,7 @@ image flagged as a near copy is closer to a training image than 99% of unseen re
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,7 @@ def _image_references(store: Store, dataset_version: str, sources: list[str] | N
 def build_references(store_root: str, dataset_version: str, modality: str, sources: list[str] | None,
                      classes: list[str], seed: int, device: str = "cpu") -> tuple[dict[str, bytes], dict[str, Any]]:
     """(files, card section) for one model; runs inside a Ray task (see ``build_references_remote``)."""
+    started = time.time()
     store = Store(store_root)
     if modality == "image":
         tensors, files, card = _image_references(store, dataset_version, sources, classes, seed, device)
@@ -77,7 +79,7 @@ def build_references(store_root: str, dataset_version: str, modality: str, sourc
         tensors, files = {"reference_shingles": torch.from_numpy(ref.view(np.int64).copy())}, {}
         card = {"text": {"reference_texts": len(texts), "shingles": int(len(ref)), "k": SHINGLE_K, "mod": SHINGLE_MOD}}
     files["quality.safetensors"] = save_tensors({k: v.contiguous() for k, v in tensors.items()})
-    return files, {"dataset_version": dataset_version, **card}
+    return files, {"dataset_version": dataset_version, **card, "seconds": round(time.time() - started, 2)}
 
 
 build_references_remote = ray.remote(num_cpus=1)(build_references)

@@ -106,30 +106,48 @@ def _pictures(trained: Trained, name: str, per_class: int) -> dict[str, bytes]:
     return files
 
 
-def _quality_references(spec: ModelSpec, train: TrainSpec, store: Store, trained: Trained) -> tuple[dict[str, bytes], dict[str, Any]] | None:
-    """The references (label classifier, training pixels or shingles), built in a Ray task on the same kind of
-    device as training. A failure costs the version its references, not its registration."""
+@dataclasses.dataclass
+class PendingReferences:
+    """Quality references being built in a Ray task. They depend on the curated data alone, never on the weights,
+    so training starts them before its workers and they are built while Ray Train starts up and trains."""
+
+    name: str
+    task: ray.ObjectRef | None  # None: the config turned references off
+
+    def result(self) -> tuple[dict[str, bytes], dict[str, Any]] | None:
+        """(files, card section), or None. A failure costs the version its references, not its registration."""
+        if self.task is None:
+            return None
+        try:
+            return ray.get(self.task)
+        except Exception as exc:
+            progress.say(f"[{self.name}] quality references failed ({type(exc).__name__}: {exc}); publishing "
+                         "without them (generation then skips the label and near-copy checks for this version)", logging.WARNING)
+            return None
+
+    def cancel(self) -> None:
+        """Training failed: nothing will register these references."""
+        if self.task is not None:
+            ray.cancel(self.task)
+
+
+def start_references(spec: ModelSpec, train: TrainSpec, store: Store, dataset_version: str,
+                     model: aigc_models.GenerativeModel) -> PendingReferences:
+    """Starts building ``model``'s references (label classifier, training pixels or shingles) in a Ray task on the
+    same kind of device as training. ``model`` tells the modality and classes; an untrained probe will do."""
     if not train.quality_references:
-        return None
-    model = trained.model
+        return PendingReferences(spec.name, None)
     classes = list(getattr(model.config, "classes", None) or []) if model.modality == "image" else []
-    task = build_references_remote.options(num_gpus=1 if train.use_gpu else 0)
-    started = time.time()
-    try:
-        files, card = ray.get(task.remote(store.root, trained.dataset_version, model.modality, spec.sources, classes,
-                                          spec.seed, "cuda" if train.use_gpu else "cpu"))
-    except Exception as exc:
-        progress.say(f"[{spec.name}] quality references failed ({type(exc).__name__}: {exc}); publishing "
-                     "without them (generation then skips the label and near-copy checks for this version)", logging.WARNING)
-        return None
-    card["seconds"] = round(time.time() - started, 2)
-    return files, card
+    task = build_references_remote.options(num_gpus=1 if train.use_gpu else 0).remote(
+        store.root, dataset_version, model.modality, spec.sources, classes, spec.seed, "cuda" if train.use_gpu else "cpu")
+    return PendingReferences(spec.name, task)
 
 
 def register_version(store: Store, spec: ModelSpec, train: TrainSpec, trained: Trained, promote: bool,
-                     started: float | None = None) -> ModelRef:
-    """Writes the version folder and registers it (``promote``: production at once). ``started``: when a version
-    that was not trained began, so its wall time covers building its references (a trained version's is the run's)."""
+                     references: PendingReferences, started: float | None = None) -> ModelRef:
+    """Writes the version folder and registers it (``promote``: production at once), with the ``references``
+    started before training. ``started``: when a version that was not trained began, so its wall time covers
+    building its references (a trained version's is the run's)."""
     model = trained.model
     with tempfile.TemporaryDirectory() as d:
         weights = os.path.join(d, "model.safetensors")
@@ -141,7 +159,7 @@ def register_version(store: Store, spec: ModelSpec, train: TrainSpec, trained: T
         pq.write_table(pa.Table.from_pandas(trained.metrics, preserve_index=False), buf)
         files["metrics.parquet"] = buf.getvalue()
     files.update(_pictures(trained, spec.name, train.sample_grid))
-    references = _quality_references(spec, train, store, trained)
+    references = references.result()
     if references:
         files.update(references[0])
     if started is not None:

@@ -10,13 +10,16 @@ card, samples and quality references as a trained version.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
+from typing import Iterator
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -33,7 +36,7 @@ from jobs.train import checkpoints
 from jobs.train.data import check_data_fits_model, data_config, model_config, split_stats, worker_dataset
 from jobs.train.loop import LoopConfig, train_loop_per_worker
 from jobs.train.policy import promotes_at_once
-from jobs.train.register import Trained, register_version
+from jobs.train.register import Trained, register_version, start_references
 from jobs.train.spec import ModelSpec, TrainSpec
 
 
@@ -69,18 +72,27 @@ def run_training(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
         raise ValueError(f"train.use_gpu is true with {needed} worker{'s' * (needed != 1)}, but the Ray cluster "
                          f"has {gpus:g} GPUs")
     policy = promote or train.promote
+    # the references need the data alone: built while the workers train when the cluster holds both at once
+    early = not spec.finetune or _references_fit_beside_workers(train)
+    references = start_references(spec, train, store, dataset_version, probe) if early else None
     if not spec.finetune:
         probe.eval()
         trained = Trained(probe, dataset_version, n_rows, 0.0, {"step": 0, "epoch": 0})
         promoted = promotes_at_once(store, spec.name, policy)
-        ref = register_version(store, spec, train, trained, promoted, started=started)
+        ref = register_version(store, spec, train, trained, promoted, references, started=started)
         progress.say(f"[{spec.name}] registered {ref.version}: the pretrained weights as they are (finetune: false)")
         return TrainResult(ref, 0, 0, ref.card.wall_seconds, 0.0, {}, promoted, used_as_is=True)
     loop = _loop_config(spec, train, store, dataset_version, config, n_rows)
-    trained = _fit(spec, train, store, dataset_version, loop, fresh)
+    try:
+        trained = _fit(spec, train, store, dataset_version, loop, fresh)
+    except BaseException:
+        if references:
+            references.cancel()
+        raise
+    references = references or start_references(spec, train, store, dataset_version, trained.model)
     trained = dataclasses.replace(trained, train_rows=n_rows, seconds=time.time() - started)
     promoted = promotes_at_once(store, spec.name, policy)  # decided now: another run may have promoted meanwhile
-    ref = register_version(store, spec, train, trained, promoted)
+    ref = register_version(store, spec, train, trained, promoted, references)
     store.delete("checkpoints", spec.name, "_active.json")  # registered: the next `aigc train` starts a new run
     if not train.keep_finished_checkpoints:
         store.delete("checkpoints", spec.name, trained.run_name)
@@ -108,10 +120,8 @@ def _fit(spec: ModelSpec, train: TrainSpec, store: Store, dataset_version: str, 
     fingerprint = hashlib.sha256(json.dumps([loop.fingerprint_fields(), dataset_version], sort_keys=True,
                                             default=str).encode()).hexdigest()
     run_name, _ = _run_name(store, spec, fingerprint, fresh)
-    resources = train.resources_per_worker or ({"CPU": 1, "GPU": 1} if train.use_gpu else {"CPU": 1})
+    resources = _worker_resources(train)
     capacity.check([_worker_demand(train, resources)], f"training {spec.name}")  # Ray Train would wait for ever
-    data_context = ray.data.DataContext.get_current()
-    bars, data_context.enable_progress_bars = data_context.enable_progress_bars, False  # the shards' bars are noise
     splits = ("train", "val") if loop.validate else ("train",)
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=dataclasses.asdict(loop),
@@ -122,17 +132,36 @@ def _fit(spec: ModelSpec, train: TrainSpec, store: Store, dataset_version: str, 
                              checkpoint_config=CheckpointConfig(num_to_keep=train.keep_checkpoints)),
         datasets={s: worker_dataset(store, dataset_version, s, spec, train.cache_dataset) for s in splits},
         dataset_config=data_config(train.deterministic_data))
-    try:
-        with progress.watch(f"train {spec.name}", loop.total_steps, "steps",
-                            lambda: _steps_done(store, spec.name, run_name), every=5.0):
-            result = trainer.fit()
-    finally:
-        data_context.enable_progress_bars = bars
+    with _no_data_progress_bars(), progress.watch(f"train {spec.name}", loop.total_steps, "steps",
+                                                  lambda: _steps_done(store, spec.name, run_name), every=5.0):
+        result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training of {spec.name} produced no checkpoint")
     with result.checkpoint.as_directory() as d:
         model, state, metrics, epoch_samples = checkpoints.read(d)
     return Trained(model, dataset_version, 0, 0.0, state, metrics, epoch_samples, run_name)
+
+
+_bars_lock = threading.Lock()
+_bars_off: list = [0, True]  # fits running now, and the setting before the first of them
+
+
+@contextlib.contextmanager
+def _no_data_progress_bars() -> Iterator[None]:
+    """Ray Data's progress bars off while fits run (the shards' bars are noise), back as they were after the last
+    one: the nightly flow may run several fits at once, and the setting is the process's."""
+    context = ray.data.DataContext.get_current()
+    with _bars_lock:
+        if _bars_off[0] == 0:
+            _bars_off[1], context.enable_progress_bars = context.enable_progress_bars, False
+        _bars_off[0] += 1
+    try:
+        yield
+    finally:
+        with _bars_lock:
+            _bars_off[0] -= 1
+            if _bars_off[0] == 0:
+                context.enable_progress_bars = _bars_off[1]
 
 
 def _run_name(store: Store, spec: ModelSpec, fingerprint: str, fresh: bool) -> tuple[str, bool]:
@@ -151,6 +180,24 @@ def _run_name(store: Store, spec: ModelSpec, fingerprint: str, fresh: bool) -> t
     store.write_json({"run_name": run_name, "fingerprint": fingerprint, "started_at": datetime.now(timezone.utc).isoformat()},
                      "checkpoints", spec.name, "_active.json")
     return run_name, False
+
+
+def _worker_resources(train: TrainSpec) -> dict[str, float]:
+    return train.resources_per_worker or ({"CPU": 1, "GPU": 1} if train.use_gpu else {"CPU": 1})
+
+
+def _references_fit_beside_workers(train: TrainSpec) -> bool:
+    """Whether the references task can run beside the whole worker group. When it cannot (every GPU a worker's,
+    say) it waits until training ends rather than hold what the workers wait for."""
+    task = {"CPU": 1, "GPU": 1} if train.use_gpu else {"CPU": 1}
+    return not capacity.autoscaling() and capacity.fits(
+        [worker_demand(train), capacity.Demand("quality references", "train", task)])
+
+
+def worker_demand(train: TrainSpec) -> capacity.Demand:
+    """What one model's worker group asks of the cluster (a new ``Demand`` each call: several models' groups
+    are packed together by ``capacity.fits``)."""
+    return _worker_demand(train, _worker_resources(train))
 
 
 def _worker_demand(train: TrainSpec, resources: dict[str, float]) -> capacity.Demand:

@@ -36,6 +36,24 @@ def test_flow_returns_the_stage_summaries(tiny_night):
     assert gen.rows == 18 and gen.rejected == 0 and gen.by_modality == {"image": 12, "text": 6}
 
 
+def test_independent_models_train_at_the_same_time_when_the_cluster_holds_both(tiny_night):
+    """The suite's Ray has 4 CPUs: both tiny models' groups of 2 one-CPU workers fit at once, so the night trains
+    them side by side (each one's Ray Train start-up and registration overlap the other's steps)."""
+    from datetime import datetime, timedelta
+
+    from jobs.store import registry
+
+    _, store, result = tiny_night
+    spans = []
+    for m in result.models:
+        card = registry.resolve(store, m.name, m.candidate).card
+        end = datetime.fromisoformat(card.created_at)
+        spans.append((end - timedelta(seconds=card.wall_seconds), end))
+    (a0, a1), (b0, b1) = spans
+    assert a0 < b1 and b0 < a1, spans  # the two trainings overlap in time
+    assert {s.stage for s in result.stages} >= {"train:tiny-gan", "train:tiny-gpt"}
+
+
 def test_partition_has_the_design_schema_and_requested_counts(tiny_night):
     _, store, _ = tiny_night
     ds = published(store)

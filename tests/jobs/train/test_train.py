@@ -42,6 +42,20 @@ def test_the_night_published_both_models_to_the_registry(tiny_night):
         assert model.family == spec.family
 
 
+def test_quality_references_are_built_beside_the_workers_when_the_cluster_holds_both(tiny_night):
+    """They need the curated data alone, so training starts them before its workers; where the cluster cannot
+    hold both at once (every CPU or GPU a worker's) they wait for training instead of holding what it needs."""
+    from jobs.train.run import _references_fit_beside_workers
+
+    cfg, store, result = tiny_night
+    gan = registry.resolve(store, "tiny-gan").card
+    assert gan.quality["dataset_version"] == result.preprocess.dataset_version and gan.quality["classifier"]
+    assert 0 < gan.quality["seconds"] < gan.wall_seconds  # the task's own time, not the wait for training
+    assert _references_fit_beside_workers(cfg.train)  # 2 workers of 1 CPU + the task on the suite's 4 CPUs
+    assert not _references_fit_beside_workers(cfg.train.model_copy(update={"num_workers": 4}))
+    assert not _references_fit_beside_workers(cfg.train.model_copy(update={"use_gpu": True}))  # no GPU here
+
+
 def test_gan_config_comes_from_the_data(tiny_night):
     cfg, store, _ = tiny_night
     card = registry.resolve(store, "tiny-gan").card
