@@ -126,9 +126,12 @@ class PendingReferences:
             return None
 
     def cancel(self) -> None:
-        """Training failed: nothing will register these references."""
+        """Training failed: nothing will register these references (and the fit's own error is what counts)."""
         if self.task is not None:
-            ray.cancel(self.task)
+            try:
+                ray.cancel(self.task)
+            except Exception:
+                pass
 
 
 def start_references(spec: ModelSpec, train: TrainSpec, store: Store, dataset_version: str,
