@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import threading
 import time
 import uuid
@@ -123,6 +124,10 @@ def _fit(spec: ModelSpec, train: TrainSpec, store: Store, dataset_version: str, 
     resources = _worker_resources(train)
     capacity.check([_worker_demand(train, resources)], f"training {spec.name}")  # Ray Train would wait for ever
     splits = ("train", "val") if loop.validate else ("train",)
+    # The controller sees that the workers finished at its next health check (every 2 s by Ray's default): 0.5 s
+    # ended a fit 2.0 s sooner here (3.7 s -> 1.7 s from the last step to fit() returning). Ray Train hands the
+    # value to its controller; one set in the environment wins.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=dataclasses.asdict(loop),
         scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu, resources_per_worker=resources,
