@@ -115,15 +115,17 @@ def _models_tonight(cfg: PipelineConfig, night: NightResult, refresh: bool) -> l
     """Every model's decision, training and gate. The models are independent: with ``train.concurrent_models``
     and a cluster that holds all their worker groups at once they go through it at the same time (a thread each,
     in the flow run's context), else one after another. A model that fails fails the night once the others end."""
-    if len(cfg.models) < 2 or not cfg.train.concurrent_models:
-        return [_model_tonight(cfg, m, night, refresh) for m in cfg.models]
-    open_store(cfg)  # Ray up: its nodes decide
-    if capacity.autoscaling() or not capacity.fits([worker_demand(cfg.train) for _ in cfg.models]):
+    if not (len(cfg.models) > 1 and cfg.train.concurrent_models and _all_groups_fit(cfg)):
         return [_model_tonight(cfg, m, night, refresh) for m in cfg.models]
     with ThreadPoolExecutor(len(cfg.models), thread_name_prefix="model") as pool:
         futures = [pool.submit(contextvars.copy_context().run, _model_tonight, cfg, m, night, refresh)
                    for m in cfg.models]
     return [f.result() for f in futures]
+
+
+def _all_groups_fit(cfg: PipelineConfig) -> bool:
+    open_store(cfg)  # Ray up: its nodes decide
+    return not capacity.autoscaling() and capacity.fits([worker_demand(cfg.train) for _ in cfg.models])
 
 
 def _output(cfg: PipelineConfig, night: NightResult, refresh: bool) -> None:

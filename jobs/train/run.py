@@ -122,7 +122,7 @@ def _fit(spec: ModelSpec, train: TrainSpec, store: Store, dataset_version: str, 
                                             default=str).encode()).hexdigest()
     run_name, _ = _run_name(store, spec, fingerprint, fresh)
     resources = _worker_resources(train)
-    capacity.check([_worker_demand(train, resources)], f"training {spec.name}")  # Ray Train would wait for ever
+    capacity.check([worker_demand(train)], f"training {spec.name}")  # Ray Train would wait for ever
     splits = ("train", "val") if loop.validate else ("train",)
     # The controller sees that the workers finished at its next health check (every 2 s by Ray's default): 0.5 s
     # ended a fit 2.0 s sooner here (3.7 s -> 1.7 s from the last step to fit() returning). Ray Train hands the
@@ -200,13 +200,9 @@ def _references_fit_beside_workers(train: TrainSpec) -> bool:
 
 
 def worker_demand(train: TrainSpec) -> capacity.Demand:
-    """What one model's worker group asks of the cluster (a new ``Demand`` each call: several models' groups
-    are packed together by ``capacity.fits``)."""
-    return _worker_demand(train, _worker_resources(train))
-
-
-def _worker_demand(train: TrainSpec, resources: dict[str, float]) -> capacity.Demand:
-    """The worker group as Ray must place it: STRICT_PACK on one node, STRICT_SPREAD one per node."""
+    """The worker group as Ray must place it: STRICT_PACK on one node, STRICT_SPREAD one per node (a new ``Demand``
+    each call: several models' groups are packed together by ``capacity.fits``)."""
+    resources = _worker_resources(train)
     if train.placement_strategy == "STRICT_PACK":
         return capacity.Demand(f"group of {train.num_workers} training workers (STRICT_PACK: one node)", "train.num_workers",
                                {k: v * train.num_workers for k, v in resources.items()})
