@@ -89,7 +89,7 @@ def gate_candidate(cfg: PipelineConfig, name: str, version: str, final_metrics: 
         evaluation = evaluate_task(cfg, name, version)
         production = registry.production(Store(cfg.output), name)
         if production and production != version:
-            baseline = {"version": production, "figures": evaluate_task(cfg, name, production)["figures"]}
+            baseline = policy.candidate_baseline(evaluation, evaluate_task(cfg, name, production))
     return promote_task(cfg, name, version, final_metrics, evaluation, baseline)
 
 

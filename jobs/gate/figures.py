@@ -18,6 +18,7 @@ run as Ray tasks, on a GPU with ``use_gpu``.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -74,6 +75,15 @@ def text_figures(refs: References, texts: list[str], copy_overlap: float) -> dic
     return out
 
 
+def tokens_of(model: Any) -> str:
+    """What a text model's perplexity is per: its tokenizer's kind, size and content. Perplexities over two
+    tokenizers are not comparable (a BPE token carries several bytes), so the gate compares them only when this
+    is equal (``jobs.gate.policy.candidate_baseline``)."""
+    tok, config = model.tokenizer, model.config
+    content = getattr(config, "tokenizer_json", "") or getattr(config, "path", "")
+    return f"{type(tok).__name__}/{tok.vocab_size}/{hashlib.sha256(content.encode()).hexdigest()[:12]}"
+
+
 def _real_images(store: Store, card: ModelCard, sources: list[str] | None) -> tuple[np.ndarray, str]:
     """Held-out real images (val), or train when a dataset has no val rows."""
     for split in ("val", "train"):
@@ -111,7 +121,7 @@ def evaluate_model(store_root: str, ref: ModelRef, sources: list[str] | None, ga
         docs = [t for t in (val.column("text").to_pylist() if val is not None else []) if t][:gate.val_texts]
         if docs:
             figures["perplexity"] = q.perplexity(model, docs)
-        meta = {"samples": len(texts), "val_texts": len(docs), "prompts": use}
+        meta = {"samples": len(texts), "val_texts": len(docs), "prompts": use, "tokens": tokens_of(model)}
     return {"model": ref.name, "version": ref.version, "figures": figures, **meta,
             "feature_space": "classifier" if refs.classifier is not None else "pixels",
             "seconds": round(time.time() - started, 2)}
@@ -162,6 +172,7 @@ evaluate_model_remote = ray.remote(num_cpus=1)(evaluate_model)
 evaluate_rows_remote = ray.remote(num_cpus=1)(evaluate_rows)
 
 EVALUATION_SETTINGS = ("samples_per_label", "text_samples", "val_texts", "copy_overlap")
+EVALUATION_FORMAT = 2  # 2: text evaluations name their tokens; an evaluation.json of another format is recomputed
 
 
 def _on(device: str, gpus: float) -> dict[str, Any]:
@@ -172,7 +183,7 @@ def evaluate_version(store: Store, ref: ModelRef, sources: list[str] | None, gat
                      device: str = "cpu", gpus: float = 1.0) -> dict[str, Any]:
     """``ref``'s evaluation, computed once per version and evaluation settings (a Ray task, ``gpus`` GPUs on
     ``cuda``) and kept as ``evaluation.json`` in its folder; a change of the settings it depends on recomputes it."""
-    settings = {k: getattr(gate, k) for k in EVALUATION_SETTINGS}
+    settings = {**{k: getattr(gate, k) for k in EVALUATION_SETTINGS}, "format": EVALUATION_FORMAT}
     if store.exists(ref.path, "evaluation.json"):
         saved = store.read_json(ref.path, "evaluation.json")
         if saved.get("settings") == settings:

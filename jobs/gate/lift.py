@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import numpy as np
+import ray
 
 from aigc_models import quality as q
 from jobs.data.curated import curated_rows, decode_images
@@ -30,6 +31,9 @@ def _accuracy(pixels: np.ndarray, y: np.ndarray, val: np.ndarray, val_y: np.ndar
     epochs = max(1, math.ceil(steps / max(1, math.ceil(len(pixels) / 64))))  # ``steps`` optimiser steps, about
     clf = q.train_classifier(pixels, y, classes, epochs=epochs, seed=seed, device=device)
     return float((q.class_probabilities(clf, val).argmax(axis=1) == val_y).mean())
+
+
+_accuracy_remote = ray.remote(num_cpus=1)(_accuracy)
 
 
 def augmentation_lift(store: Store, card: ModelCard, sources: list[str] | None, refs: References,
@@ -54,10 +58,15 @@ def augmentation_lift(store: Store, card: ModelCard, sources: list[str] | None, 
     val_labels = val.column("label").to_pylist()
     keep = np.array([l in classes for l in val_labels])
     val_px, val_y = decode_images(val)[keep], np.array([classes[l] for l in val_labels if l in classes])
-    real_acc = _accuracy(real, real_y, val_px, val_y, len(classes), spec.seed, device, spec.steps)
+    arm = (val_px, val_y, len(classes), spec.seed, device, spec.steps)
+    # The two classifiers are independent: on CPU, with Ray up, the real-only one trains in a task of its own
+    # (a CPU of its own) while this process trains the other (13.5 s -> 7 s for the demo's gate). On a GPU both
+    # stay here: a second task would wait for a GPU this one holds.
+    beside = _accuracy_remote.remote(real, real_y, *arm) if device == "cpu" and ray.is_initialized() else None
     mixed = np.concatenate([real, pixels[syn_idx]])
     mixed_y = np.concatenate([real_y, np.array([classes[labels[i]] for i in syn_idx], dtype=np.int64)])
-    mixed_acc = _accuracy(mixed, mixed_y, val_px, val_y, len(classes), spec.seed, device, spec.steps)
+    mixed_acc = _accuracy(mixed, mixed_y, *arm)
+    real_acc = ray.get(beside) if beside is not None else _accuracy(real, real_y, *arm)
     return {"real_accuracy": real_acc, "mixed_accuracy": mixed_acc, "lift": mixed_acc - real_acc,
             "k_per_label": spec.k_per_label, "synthetic_per_label": spec.synthetic_per_label,
             "real_rows": int(len(real)), "synthetic_rows": int(len(syn_idx)), "val_rows": int(len(val_y))}

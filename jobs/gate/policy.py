@@ -76,6 +76,20 @@ class Promotion:
         return not self.failures
 
 
+PER_TOKEN = ("perplexity",)  # figures in a text model's own tokens
+
+
+def candidate_baseline(candidate: dict[str, Any], production: dict[str, Any]) -> dict[str, Any]:
+    """Production's evaluation as the candidate's baseline, less the figures the two cannot share: per-token
+    figures when the tokenizers differ (a config that moves from bytes to BPE would else be refused on a
+    perplexity that only counts larger tokens). ``not_compared`` names what was left out and why."""
+    figures, dropped = dict(production["figures"]), []
+    if candidate.get("tokens") != production.get("tokens"):
+        dropped = [f"{k} (tokenizer {production.get('tokens')} -> {candidate.get('tokens')})"
+                   for k in PER_TOKEN if figures.pop(k, None) is not None]
+    return {"version": production["version"], "figures": figures, **({"not_compared": dropped} if dropped else {})}
+
+
 def judge_candidate(model: str, version: str, final_metrics: dict[str, float], evaluation: dict[str, float] | None,
                     baseline: dict[str, Any] | None, spec: GateSpec) -> Promotion:
     """Non-finite final training metrics refuse a candidate outright; otherwise its evaluation (when the gate

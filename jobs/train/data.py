@@ -56,15 +56,20 @@ def worker_dataset(store: Store, version: str, split: str, spec: ModelSpec, cach
     workers the same rows in the file order."""
     if not cache:
         return _streamed(store, version, split, spec.modality, spec.sources)
-    dataset = split_dataset(store, version, split)
-    size = sum(f.size for f in store.fs.get_file_info(dataset.files))
-    if size > DRIVER_DECODE_MAX_BYTES:
+    if not small_split(store, version, split):
         return _streamed(store, version, split, spec.modality, spec.sources).materialize()
-    rows = dataset.to_table(columns=COLUMNS, filter=rows_filter(spec.modality, spec.sources)).to_pandas()
+    rows = split_dataset(store, version, split).to_table(columns=COLUMNS, filter=rows_filter(spec.modality, spec.sources)).to_pandas()
     columns = training_columns(rows, spec.modality)
     n = len(next(iter(columns.values())))
     return ray.data.from_items([{k: v[i] for k, v in columns.items()} for i in range(n)],
                                override_num_blocks=max(1, min(64, n // 256)))
+
+
+def small_split(store: Store, version: str, split: str) -> bool:
+    """A split small enough to decode on the driver, and for a training worker to keep its decoded batches in
+    memory after the first epoch (``LoopConfig.keep_batches``)."""
+    dataset = split_dataset(store, version, split)
+    return sum(f.size for f in store.fs.get_file_info(dataset.files)) <= DRIVER_DECODE_MAX_BYTES
 
 
 def data_config(deterministic: bool) -> DataConfig:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -53,18 +54,20 @@ class LoopConfig:
     min_lr_ratio: float
     validate: bool
     epoch_samples: bool
+    keep_batches: bool = False  # the splits are small: iterate the first epoch's batches again from memory
     faults: faults.Plan | None = None  # never part of the run's fingerprint
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """What decides the weights a run produces (an interrupted run resumes only when these are equal)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "faults"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("faults", "keep_batches")}
 
 
 @torch.no_grad()
-def _validate(model: Any, shard: Any, cfg: LoopConfig, device: torch.device, autocast: dict) -> dict[str, float]:
-    """Mean of every phase's metrics over the validation shard, then over the workers (weighted by rows). Noise is
-    seeded, so the same weights always give the same validation loss."""
-    if shard is None:
+def _validate(model: Any, batches: Iterable[dict] | None, cfg: LoopConfig, device: torch.device,
+              autocast: dict) -> dict[str, float]:
+    """Mean of every phase's metrics over the validation shard's ``batches``, then over the workers (weighted by
+    rows). Noise is seeded, so the same weights always give the same validation loss."""
+    if batches is None:
         return {}
     was_training, cpu_state = model.training, torch.get_rng_state()
     model.eval()
@@ -72,7 +75,7 @@ def _validate(model: Any, shard: Any, cfg: LoopConfig, device: torch.device, aut
     sums: dict[str, float] = {}
     rows = 0
     try:
-        for columns in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy"):
+        for columns in batches:
             batch = {k: v.to(device) for k, v in model.make_batch(columns).items()}
             n = len(next(iter(columns.values())))
             for phase in model.phases:
@@ -126,6 +129,24 @@ class _Worker:
                          "enabled": self.device.type == "cuda" and cfg.precision != "fp32"}
         self.shard = ray.train.get_dataset_shard("train")
         self.val_shard = ray.train.get_dataset_shard("val") if cfg.validate else None
+        self.kept: dict[str, list[dict]] = {}
+
+    def batches(self, split: str, **options: Any) -> Iterator[dict]:
+        """The split's batches for one epoch. With ``keep_batches`` (a split the driver found small) the first
+        whole pass is kept and later epochs replay it: the same batches in the same order as a fresh pass of the
+        deterministic split (``jobs.train.data.data_config``), without a Ray Data execution in the split's
+        coordinator every epoch competing with the training step for the CPUs."""
+        if split in self.kept:
+            yield from self.kept[split]
+            return
+        shard = self.shard if split == "train" else self.val_shard
+        seen: list[dict] = []
+        for columns in shard.iter_batches(batch_size=self.cfg.batch_size, batch_format="numpy", **options):
+            if self.cfg.keep_batches:
+                seen.append(columns)
+            yield columns
+        if self.cfg.keep_batches:  # only a pass that ran to its end
+            self.kept[split] = seen
 
     def _resume(self) -> None:
         """A restarted worker group, or a resumed run: continue where the latest checkpoint left off."""
@@ -171,8 +192,7 @@ class _Worker:
         t_window, rows_window, n_window = time.time(), 0, 0
         skip, self.skip = self.skip, 0  # batches of this epoch a mid-epoch checkpoint had already consumed
         t_wait = time.time()
-        for i, columns in enumerate(self.shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy",
-                                                            prefetch_batches=2)):
+        for i, columns in enumerate(self.batches("train", prefetch_batches=2)):
             if i < skip:
                 t_wait = time.time()
                 continue
@@ -208,13 +228,15 @@ class _Worker:
         self.step += 1
         return optimizer_step(self.model, self.ddp, self.optimizers, self.schedulers, group, self.cfg.grad_clip, self.autocast)
 
-    def end_epoch(self, epoch: int, sums: dict[str, float], n: int, rows: int, waited: float, seconds: float) -> None:
+    def end_epoch(self, epoch: int, sums: dict[str, float], n: int, rows: int, waited: float, seconds: float,
+                  replayed: bool) -> None:
         """The epoch's metrics row (with validation), its samples, and a checkpoint when one is due."""
         cfg = self.cfg
         row = {"scope": "epoch", "epoch": epoch + 1, "step": self.step, "seconds": seconds, "lr_factor": self.lr_factor(),
                "samples_per_second": rows * self.world / max(seconds, 1e-9), "data_wait_share": waited / max(seconds, 1e-9),
+               "data_replayed": float(replayed),
                **{k: v / max(n, 1) for k, v in sums.items()},
-               **_validate(self.model, self.val_shard, cfg, self.device, self.autocast)}
+               **_validate(self.model, self.batches("val") if cfg.validate else None, cfg, self.device, self.autocast)}
         self.history.append(row)
         if self.rank == 0 and cfg.epoch_samples:
             samples = _epoch_samples(self.model)
@@ -236,8 +258,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     for epoch in range(worker.epoch0, worker.cfg.epochs):
         if worker.done():
             break
-        t0 = time.time()
+        t0, replayed = time.time(), "train" in worker.kept
         sums, n, rows, waited = worker.run_epoch(epoch)
-        worker.end_epoch(epoch, sums, n, rows, waited, time.time() - t0)
+        worker.end_epoch(epoch, sums, n, rows, waited, time.time() - t0, replayed)
     if worker.rank == 0:
         print(f"[{worker.cfg.name}] finished {worker.step} steps in {time.time() - started:.1f}s", flush=True)

@@ -34,7 +34,7 @@ from jobs.runtime import capacity, faults, progress
 from jobs.store import registry
 from jobs.store.storage import Store
 from jobs.train import checkpoints
-from jobs.train.data import check_data_fits_model, data_config, model_config, split_stats, worker_dataset
+from jobs.train.data import check_data_fits_model, data_config, model_config, small_split, split_stats, worker_dataset
 from jobs.train.loop import LoopConfig, train_loop_per_worker
 from jobs.train.policy import promotes_at_once
 from jobs.train.register import Trained, register_version, start_references
@@ -113,7 +113,9 @@ def _loop_config(spec: ModelSpec, train: TrainSpec, store: Store, dataset_versio
         checkpoint_every=train.checkpoint_every, checkpoint_every_steps=train.checkpoint_every_steps,
         log_every=train.log_every, grad_clip=train.grad_clip, grad_accum=train.grad_accum, precision=train.precision,
         warmup_steps=train.warmup_steps, lr_schedule=train.lr_schedule, min_lr_ratio=train.min_lr_ratio,
-        validate=bool(n_val), epoch_samples=train.epoch_samples, faults=faults.plan())
+        validate=bool(n_val), epoch_samples=train.epoch_samples, faults=faults.plan(), keep_batches=(
+            train.cache_dataset and train.deterministic_data
+            and all(small_split(store, dataset_version, s) for s in (("train", "val") if n_val else ("train",)))))
 
 
 def _fit(spec: ModelSpec, train: TrainSpec, store: Store, dataset_version: str, loop: LoopConfig, fresh: bool) -> Trained:

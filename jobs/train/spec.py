@@ -95,9 +95,9 @@ class TrainSpec(Strict):
     validation: bool = True  # loss on the val split after every epoch (val_* metrics)
     epoch_samples: bool = True  # fixed-seed samples after every epoch -> samples_by_epoch.png / .txt
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    cache_dataset: bool = True  # decode the split once into Ray's object store (on the driver when it is small)
-    #                              instead of every epoch; turn off
-    #                              for splits larger than the object store (they then stream from Parquet each epoch)
+    cache_dataset: bool = True  # decode the split once into Ray's object store (on the driver when it is small,
+    #   and then each worker replays its first epoch's batches from memory) instead of every epoch; turn off
+    #   for splits larger than the object store (they then stream from Parquet each epoch)
     deterministic_data: bool = True  # every worker sees the same rows in the same order on every run (Ray Data's
     #   preserve_order, no locality hints), so a restarted or resumed run ends with the weights of an uninterrupted
     #   one; turn off on big multi-node clusters to let shards follow block locality

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from jobs.gate.policy import check, failures, judge_candidate, judge_night, needs_evaluation
+from jobs.gate.policy import candidate_baseline, check, failures, judge_candidate, judge_night, needs_evaluation
 from jobs.gate.spec import GateSpec
 
 
@@ -23,6 +23,28 @@ def test_relative_bounds_tolerate_a_fraction_of_the_baseline():
     bad = check("m", {"fd": 6.1, "distinct_2": 0.44}, base, spec)
     assert failures(bad) == ["m: fd 6.1 > 6 (relative bound)", "m: distinct_2 0.44 < 0.45 (relative bound)"]
     assert check("m", {"fd": 100.0}, None, spec) == []  # no baseline yet: nothing relative to check
+
+
+def test_a_candidate_with_another_tokenizer_is_not_judged_on_per_token_perplexity():
+    """Moving a text model from bytes to BPE multiplies its per-token perplexity (each token carries several
+    bytes): the gate leaves perplexity out of that comparison, says so, and still compares the rest."""
+    import aigc_models
+    from aigc_models.text import train_bpe
+    from jobs.gate.figures import tokens_of
+
+    small = {"n_layer": 1, "n_embd": 16, "n_head": 2, "block_size": 16}
+    bpe_json = train_bpe(["the cat sat on the mat", "a function returns a value"] * 20, 300)
+    byte_a, byte_b = (tokens_of(aigc_models.build("gpt", small)) for _ in range(2))
+    bpe = tokens_of(aigc_models.build("gpt", {**small, "tokenizer": "bpe", "vocab_size": 300, "tokenizer_json": bpe_json}))
+    assert byte_a == byte_b != bpe
+    spec = GateSpec(absolute={}, relative={"perplexity": 0.25, "distinct_2": 0.25})
+    production = {"version": "p", "figures": {"perplexity": 7.0, "distinct_2": 0.9}, "tokens": byte_a}
+    candidate = {"figures": {"perplexity": 49.0, "distinct_2": 0.95}, "tokens": bpe}
+    baseline = candidate_baseline(candidate, production)
+    assert baseline["figures"] == {"distinct_2": 0.9} and "perplexity" in baseline["not_compared"][0]
+    assert judge_candidate("m", "c", {}, candidate["figures"], baseline, spec).promoted
+    same = candidate_baseline({**candidate, "tokens": byte_a}, production)  # same tokenizer: compared, refused
+    assert same["figures"] == production["figures"] and not judge_candidate("m", "c", {}, candidate["figures"], same, spec).promoted
 
 
 def test_a_non_finite_figure_fails():

@@ -205,3 +205,19 @@ def test_data_that_does_not_fit_a_pinned_model_config_fails_before_workers_start
     with pytest.raises(ValueError, match="labels outside the model's classes: 3, 4, 5"):
         run_training(ModelSpec(name="few", family="vae", classes=["0", "1", "2", "6", "7", "8", "9"]), TrainSpec(), digits_store)
     assert not digits_store.exists("checkpoints")
+
+
+def test_replaying_a_small_split_from_memory_trains_the_weights_of_a_fresh_pass_every_epoch(digits_store):
+    """A small split's later epochs replay the worker's first pass (no Ray Data execution per epoch): the same
+    batches in the same order as streaming the split from Parquet every epoch, so the same weights."""
+    from jobs.train.spec import TrainSpec
+
+    spec = ModelSpec(name="k", family="vae", z_dim=4, width=4, epochs=3)
+    weights, replayed = {}, {}
+    for cache in (True, False):
+        result = run_training(spec, TrainSpec(num_workers=2, batch_size=16, cache_dataset=cache), digits_store, fresh=True)
+        weights[cache] = result.model.card.checkpoint_sha256
+        epochs = pd.read_parquet(digits_store.path(result.model.path, "metrics.parquet")).query("scope == 'epoch'")
+        replayed[cache] = epochs["data_replayed"].tolist()
+    assert replayed == {True: [0.0, 1.0, 1.0], False: [0.0, 0.0, 0.0]}
+    assert weights[True] == weights[False]
