@@ -138,11 +138,12 @@ def test_a_pool_that_other_work_keeps_from_starting_fails_after_its_timeout(clus
         code, out, _ = run_aigc("generate", "--config", str(TINY_CONFIG), "--out", str(root), "--date", "2026-11-24",
                                 "--ray-address", ray_start_cluster.address,
                                 "--set", "generate.resources_per_actor={accel: 1}",
-                                "--set", "generate.actor_start_timeout_s=15", log=tmp_path / "held.log", env=env,
-                                timeout=BOUND_S + 15)
+                                "--set", "generate.actor_start_timeout_s=5", log=tmp_path / "held.log", env=env,
+                                timeout=BOUND_S + 5)
     finally:
         holder.kill()
         holder.wait()
     assert code == 1, out[-4000:]
     assert "generate.actor_start_timeout_s: the generation actors (1 generating (sampling and finishing) with CPU 1, accel 1 each" in out
+    assert "did not all start within 5s" in out
     assert not (root / "generated" / "date=2026-11-24").exists()
