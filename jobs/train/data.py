@@ -58,7 +58,8 @@ def worker_dataset(store: Store, version: str, split: str, spec: ModelSpec, cach
         return _streamed(store, version, split, spec.modality, spec.sources)
     if not small_split(store, version, split):
         return _streamed(store, version, split, spec.modality, spec.sources).materialize()
-    rows = split_dataset(store, version, split).to_table(columns=COLUMNS, filter=rows_filter(spec.modality, spec.sources)).to_pandas()
+    rows = split_dataset(store, version, split).to_table(
+        columns=COLUMNS, filter=rows_filter(spec.modality, spec.sources)).to_pandas()
     columns = training_columns(rows, spec.modality)
     n = len(next(iter(columns.values())))
     return ray.data.from_items([{k: v[i] for k, v in columns.items()} for i in range(n)],
