@@ -44,8 +44,9 @@ class DomainClassifier(nn.Module):
 
 
 def to_input(pixels: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
-    """``uint8 [B, H, W, C]`` -> ``float [B, C, H, W]`` in [-1, 1], the models' convention."""
-    return torch.from_numpy(np.ascontiguousarray(pixels)).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    """``uint8 [B, H, W, C]`` -> ``float [B, C, H, W]`` in [-1, 1], the models' convention. The float copy is made
+    in numpy, so pixels from Ray's object store (read-only) never reach ``torch.from_numpy`` (which warns)."""
+    return torch.from_numpy(np.asarray(pixels, dtype=np.float32)).to(device).permute(0, 3, 1, 2).div(127.5).sub(1.0)
 
 
 def train_classifier(pixels: np.ndarray, labels: np.ndarray, classes: int, epochs: int = 8, batch_size: int = 64,
