@@ -27,6 +27,8 @@ examples:
   aigc promote digits-gan                       # list versions (* = production) with their final metrics
   aigc promote digits-gan 20261124-231157-c21694dd
   aigc regenerate --id 3f2a9c0d1e4b5a6978877665  # rebuild a published row and check it is identical
+  aigc verify --id 3f2a9c0d1e4b5a6978877665     # its signed Content Credentials, lineage and regeneration
+  aigc verify downloads/3f2a.png                # a file: who signed it, is it intact, which row is it
   aigc augment --config my.yaml --set augment.synthetic_ratio=0.3 --set augment.balance=per_label
 
 --set takes dotted keys into the YAML (list items by index) and YAML values:
@@ -112,6 +114,24 @@ def _tool_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]) 
     sp.add_argument("--ids", dest="ids_file", metavar="FILE", help="a file of row ids, one per line")
     sp.add_argument("--to", default="regenerated", metavar="DIR", help="where the rebuilt files go (default: ./regenerated)")
     sp.add_argument("--use-gpu", action="store_true", help="sample on a GPU (for rows that were generated on one)")
+    sp = sub.add_parser("verify", help="check the Content Credentials, lineage, signed partition and regeneration "
+                        "of image files or published rows", description="Verifies image FILEs and published rows "
+                        "(--id): the C2PA manifest read with c2pa-python (signature, the hash of every byte outside it, "
+                        "each assertion, the signer's chain up to signing.trust_anchors or this machine's development "
+                        "root, trainedAlgorithmicMedia), its lineage against the published row, the night's signed "
+                        "manifest and the row's file hash, and, with the checkpoint at hand, that the row regenerates "
+                        "bit-identically from its seed. Exit 0 only if every file and row passes.")
+    common(sp)
+    sp.add_argument("files", nargs="*", metavar="FILE", help="an image file (a published PNG, or one that claims to be)")
+    sp.add_argument("--id", dest="ids", action="append", default=[], metavar="ID", help="a published row id (repeatable)")
+    sp.add_argument("--no-regenerate", action="store_true", help="skip sampling the row again (quicker; no model needed)")
+    sp.add_argument("--use-gpu", action="store_true", help="regenerate on a GPU (for rows that were generated on one)")
+    sp = sub.add_parser("keys", help="make the development signing chain (untrusted) the demo signs with",
+                        description="Makes a development C2PA signing chain: a root and a signing certificate "
+                        "(ES256) in ~/.aigc/dev-keys (or --to). A config that names no chain of its own signs with it; "
+                        "everything it signs is marked untrusted. See docs/provenance.md for a chain of your own.")
+    sp.add_argument("--to", metavar="DIR", help="where the chain goes (default: ~/.aigc/dev-keys, or AIGC_KEYS_DIR)")
+    sp.add_argument("--force", action="store_true", help="replace an existing chain (what it signed stops verifying)")
     sp = sub.add_parser("augment", help="mix curated real rows and published synthetic rows into one training dataset",
                         description="Mixes curated real rows (the train split by default) and published synthetic "
                         "rows of one modality into ROOT/augmented/<mix_version>/ with an is_synthetic column, as the "
@@ -150,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "inspect":
         return commands.inspect(args.path, args.grid)
+    if args.command == "keys":
+        return commands.keys(args)
+
+    from jobs.store.credentials import CredentialError, load_signer
 
     from .config import ConfigError, load_config
 
@@ -161,10 +185,13 @@ def main(argv: list[str] | None = None) -> int:
             cfg.model(name)
         if getattr(args, "count", None) is not None and args.count < 1:
             raise ConfigError("--count: must be at least 1")
-    except ConfigError as exc:
+        if args.command in ("nightly", "generate") and cfg.signing.enabled:  # before any work: a chain that
+            s = cfg.signing                                                # cannot sign is a config error
+            load_signer(s.certificate, s.private_key, s.trust_anchors, s.algorithm, s.timestamp_url, say=print)
+    except (ConfigError, CredentialError) as exc:
         print(f"aigc: error: {exc}", file=sys.stderr)
         return 2
-    if args.command in ("promote", "regenerate", "augment", "serve"):
+    if args.command in ("promote", "regenerate", "verify", "augment", "serve"):
         return getattr(commands, args.command)(cfg, args)
     return _run_flow(cfg, args)
 

@@ -1,4 +1,5 @@
-"""The commands that run no flow: ``inspect``, ``promote``, ``regenerate``, ``augment`` and ``serve``.
+"""The commands that run no flow: ``inspect``, ``promote``, ``regenerate``, ``verify``, ``keys``, ``augment`` and
+``serve``.
 
 Each takes the validated config and the parsed arguments and returns the exit code: 0 done, 2 a bad argument or
 input (one line naming it), 1 a run that failed.
@@ -73,6 +74,74 @@ def regenerate(cfg: Any, args: argparse.Namespace) -> int:
     same = sum(r.identical for r in results)
     print(f"{same}/{len(ids)} rows regenerated identically" + (f"; files in {args.to}" if results else ""))
     return 0 if same == len(ids) else 1
+
+
+def keys(args: argparse.Namespace) -> int:
+    """Makes the development signing chain (or says where it is) and how a config names a chain of its own."""
+    from pathlib import Path
+
+    from jobs.store.credentials import dev_folder, make_dev_chain, subject
+
+    folder = Path(args.to) if args.to else dev_folder()
+    existed = (folder / "key.pem").exists() and not args.force
+    try:
+        paths = make_dev_chain(folder, force=args.force)
+    except OSError as exc:
+        return _error(f"--to: cannot write {folder} ({exc.strerror or exc})")
+    print(f"{'kept the' if existed else 'made a'} development signing chain in {folder}: "
+          f"{subject(paths['chain'].read_bytes())}")
+    for k, what in (("chain", "certificate chain (signer, root)"), ("key", "private key (mode 600)"),
+                    ("root", "root: the trust anchor `aigc verify` uses")):
+        print(f"  {paths[k]}  {what}")
+    print("UNTRUSTED: every summary, report and verification marks content it signs as signed by a development "
+          "chain.\nA config uses it by default (signing.certificate/private_key left null); a team names its own:\n"
+          "  signing:\n    certificate: /secrets/c2pa/chain.pem   # signer first, then intermediates\n"
+          "    private_key: /secrets/c2pa/key.pem\n    trust_anchors: /secrets/c2pa/anchors.pem")
+    return 0
+
+
+def verify(cfg: Any, args: argparse.Namespace) -> int:
+    """Verifies files and published rows (exit 0 only when every one passes every check that applies)."""
+    from jobs.generate.verify import verify_file, verify_row
+    from jobs.store.credentials import CredentialError, dev_folder
+    from jobs.store.layout import open_root
+    from jobs.store.storage import Store
+
+    if not args.files and not args.ids:
+        return _error("give a FILE or --id ID (repeatable)")
+    try:
+        trust = _trust_anchors(cfg, dev_folder())
+        store = open_root(cfg.output) if Store(cfg.output).exists() else None
+        if args.ids and store is None:
+            raise ValueError(f"--id: nothing published under {Store(cfg.output).display()} (--out names ROOT)")
+        results = [verify_file(open(f, "rb").read(), f, store, trust, not args.no_regenerate, args.use_gpu)
+                   for f in args.files]
+        results += [verify_row(store, i, trust, not args.no_regenerate, args.use_gpu) for i in args.ids]
+    except (OSError, ValueError, CredentialError) as exc:
+        return _error(str(exc))
+    marks = {True: "ok  ", False: "FAIL", None: "--  "}
+    for v in results:
+        print(f"{'VERIFIED' if v.ok else 'NOT VERIFIED'}  {v.subject}" + (f"  (row {v.row_id})" if v.row_id and v.row_id != v.subject else ""))
+        for c in v.checks:
+            print(f"  {marks[c.ok]} {c.name:<12} {c.detail}")
+    if trust is None:
+        print("note: no trust anchors (signing.trust_anchors, or a development chain here): signers were not checked")
+    good = sum(v.ok for v in results)
+    print(f"{good}/{len(results)} verified")
+    return 0 if good == len(results) else 1
+
+
+def _trust_anchors(cfg: Any, dev: Any) -> bytes | None:
+    """The PEM anchors verification trusts: the config's, else this machine's development root, else none."""
+    from pathlib import Path
+
+    path = cfg.signing.trust_anchors or (str(dev / "root.pem") if cfg.signing.certificate is None else None)
+    if path is None or (cfg.signing.trust_anchors is None and not Path(path).exists()):
+        return None
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise ValueError(f"signing.trust_anchors: cannot read {path} ({exc.strerror or exc})") from None
 
 
 def augment(cfg: Any, args: argparse.Namespace) -> int:

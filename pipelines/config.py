@@ -20,7 +20,7 @@ from jobs.gate.spec import GateSpec
 from jobs.generate.spec import GenerateSpec
 from jobs.mix.spec import MixSpec
 from jobs.runtime.spec import NAME_RE, RaySpec, Strict
-from jobs.store.spec import CardSpec, SecuritySpec
+from jobs.store.spec import CardSpec, SecuritySpec, SigningSpec
 from jobs.train.spec import ModelSpec, TrainSpec
 
 SOURCE_KINDS = ("builtin", "image_folder", "text_files", "table")
@@ -69,6 +69,7 @@ class PipelineConfig(Strict):
     schedule: ScheduleSpec = ScheduleSpec()
     card: CardSpec = CardSpec()  # the dataset cards: license, name, tags
     security: SecuritySpec = SecuritySpec()
+    signing: SigningSpec = SigningSpec()  # Content Credentials on published content (docs/provenance.md)
 
     @model_validator(mode="after")
     def _paths_under_allowed_roots(self) -> "PipelineConfig":

@@ -14,6 +14,8 @@ import pyarrow.dataset as pads
 from jobs.store import layout, registry
 from jobs.store.storage import Store
 
+from .report_page import credentials_note
+
 
 def curated_grid(dataset: Store, out: Path, per_label: int = 8) -> Path | None:
     """A PNG with one row per label of accepted train images (at most ``per_label`` each)."""
@@ -78,7 +80,19 @@ def describe_path(path: str, grid_path: str | None = None) -> str:
             lines.append(f"  {col}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
     if "seed" in cols:
         lines.append(f"  ids unique: {len(set(table.column('id').to_pylist())) == table.num_rows}")
+    night = _night_manifest(p)
+    if night is not None and credentials_note(night.get("credentials")):
+        lines.append(f"  credentials: {credentials_note(night.get('credentials'))}")
     return "\n".join(lines)
+
+
+def _night_manifest(partition: Store) -> dict | None:
+    """The manifest of a published night ``ROOT/generated/date=D`` (``ROOT/manifests/generated/D.json``)."""
+    run_date = partition.name.partition("date=")[2]
+    manifests = partition.parent().parent().child("manifests", layout.GENERATED)
+    if not run_date or partition.parent().name != layout.GENERATED or not manifests.exists(f"{run_date}.json"):
+        return None
+    return manifests.read_json(f"{run_date}.json")
 
 
 def _manifest_of(dataset: Store) -> Store | None:

@@ -150,6 +150,19 @@ def _loss_html(curves: dict[str, tuple[str, str, pd.DataFrame]]) -> str:
     return f'<div class="charts">{"".join(charts)}</div>' if charts else "<p>No training metrics found.</p>"
 
 
+def credentials_note(info: dict[str, Any] | None) -> str | None:
+    """How a night's content is signed, in one line (the summary and the report say the same)."""
+    if not info:
+        return None
+    if not info.get("signed"):
+        return "UNSIGNED (signing.enabled: false): images carry the AI-content label only; `aigc verify` fails them"
+    note = f"C2PA, signed by {info.get('signer')} ({info.get('algorithm')})"
+    if info.get("development"):
+        note += (": a DEVELOPMENT chain, UNTRUSTED outside this machine (`aigc keys`); name your own in "
+                 "signing.certificate / signing.private_key")
+    return note + ("" if info.get("timestamped") else "; no time-stamp authority")
+
+
 def _counts_html(night: dict[str, Any]) -> str:
     pre, gen = night.get("preprocess") or {}, night.get("generate") or {}
     c, out = pre.get("counts") or {}, []
@@ -177,6 +190,13 @@ def _counts_html(night: dict[str, Any]) -> str:
     return "".join(out) or "<p>No counts: the night stopped before preprocessing finished.</p>"
 
 
+def _credentials_html(note: str | None) -> str:
+    if note is None:
+        return ""
+    warn = ' class="fail"' if "UNSIGNED" in note or "UNTRUSTED" in note else ""
+    return f"<p{warn}>Content Credentials: {html.escape(note)}</p>"
+
+
 def page(night: dict[str, Any], nights: list[dict[str, Any]], images: dict, texts: dict,
          curves: dict[str, tuple[str, str, pd.DataFrame]], unreadable: str | None) -> str:
     e, status = html.escape, night.get("status") or "unknown"
@@ -199,6 +219,7 @@ def page(night: dict[str, Any], nights: list[dict[str, Any]], images: dict, text
 <h1>{e(title)}</h1>
 <p><span class="badge {badge}">{e(status)}</span> {e(night.get('reason') or '')}</p>
 <p>started {e(_fmt(night.get('started_at')))} · {_fmt(night.get('seconds'))} s in all</p>
+{_credentials_html(credentials_note(_get(night, "generate", "credentials")))}
 <h2>Headline</h2>{checks or '<p>No quality figures tonight.</p>'}
 {f'<p class="fail">Gate failures: {e("; ".join(gate["failures"]))}</p>' if gate.get("failures") else ''}
 {f'<h3>Augmentation lift</h3>{lift}' if lift else ''}

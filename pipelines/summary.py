@@ -10,6 +10,7 @@ from jobs.mix.mixture import MixResult
 from jobs.train.run import TrainResult
 
 from .night import ModelTonight, NightResult
+from .report_page import credentials_note
 
 Lines = list[tuple[str, str]]
 
@@ -70,6 +71,8 @@ def generate_lines(r: GenerateResult) -> Lines:
         lines.append(("short of count", f"{short} (raise generate.filters.top_up_rounds or loosen the filters)"))
     if m.get("resumed"):
         lines.append(("resumed", f"{m['resumed']['rows_found']:,} rows were already written by the interrupted run"))
+    if credentials_note(m.get("credentials")):
+        lines.append(("credentials", credentials_note(m.get("credentials"))))
     lines.append(("published", r.path))
     return lines
 

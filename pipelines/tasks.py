@@ -30,6 +30,7 @@ from jobs.runtime import faults, progress
 from jobs.runtime.cluster import ensure_ray
 from jobs.store import layout, registry
 from jobs.store.cards import write_cards
+from jobs.store.credentials import Signer, load_signer
 from jobs.store.storage import Store
 from jobs.train.policy import retrain_reason
 from jobs.train.run import TrainResult, run_training
@@ -45,6 +46,15 @@ def open_store(cfg: PipelineConfig) -> Store:
     """ROOT of this config, in the current layout, with Ray up (each task may run in a process of its own)."""
     ensure_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.listen, cfg.ray.dashboard, cfg.ray.autoscaling)
     return layout.open_root(cfg.output)
+
+
+def signer_for(cfg: PipelineConfig) -> Optional[Signer]:
+    """Who signs this config's published content: its chain, the development chain (made on first use), or
+    nobody (``signing.enabled: false``). A chain that cannot be used raises ``CredentialError`` naming the key."""
+    s = cfg.signing
+    if not s.enabled:
+        return None
+    return load_signer(s.certificate, s.private_key, s.trust_anchors, s.algorithm, s.timestamp_url, say=progress.say)
 
 
 def warn(message: str) -> None:
@@ -193,7 +203,8 @@ def promote_task(cfg: PipelineConfig, model_name: str, version: str, final_metri
 def generate_task(cfg: PipelineConfig, run_date: str, count: Optional[int] = None, publish_now: bool = True,
                   force: bool = False) -> GenerateResult:
     store = open_store(cfg)
-    result = run_generation(cfg.generate, store, run_date, cfg.name, count=count, publish_now=publish_now, force=force)
+    result = run_generation(cfg.generate, store, run_date, cfg.name, count=count, publish_now=publish_now, force=force,
+                            signer=signer_for(cfg))
     if faults.fire(faults.plan(), "generate-after-staging"):  # the reliability suite: a failure after the side effect
         raise ConnectionError("injected fault after generation wrote its rows (the retry must not write them again)")
     if result.reused:
@@ -221,7 +232,7 @@ def gate_task(cfg: PipelineConfig, staged: GenerateResult) -> GateVerdict:
 @task(name="publish")
 def publish_task(cfg: PipelineConfig, staged: GenerateResult, gate: Optional[GateVerdict]) -> GenerateResult:
     store = open_store(cfg)
-    result = publish_night(store, staged, {"gate": gate.as_dict()} if gate else None)
+    result = publish_night(store, staged, {"gate": gate.as_dict()} if gate else None, signer_for(cfg))
     refresh_cards(cfg, store)
     get_run_logger().info("published %s (%d rows)", result.path, result.rows)
     return result

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +25,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # Ray Train's controller polls (2 s by default)
 os.environ.setdefault("AIGC_RETRY_DELAYS", "1,1")  # Prefect task retries in seconds: the suite's injected faults retry fast
+os.environ.setdefault("AIGC_KEYS_DIR", tempfile.mkdtemp(prefix="aigc-dev-keys-"))  # the nights' development chain
 
 TESTS = Path(__file__).resolve().parent
 TINY_CONFIG = TESTS / "configs" / "tiny.yaml"

@@ -37,6 +37,7 @@ from jobs.generate.spec import FilterSpec
 from jobs.generate.staging import PartWriter, StagedOutput
 from jobs.runtime import faults
 from jobs.store import provenance, registry, schema
+from jobs.store.credentials import Signer
 from jobs.store.png import encode_png
 from jobs.store.storage import Store
 
@@ -120,14 +121,16 @@ class SamplingActor:
 
 
 class FinishingActor:
-    """PNG-encodes images (with the provenance label inside), scores every row, applies the filters, writes
+    """PNG-encodes images (with the provenance label inside, and signed Content Credentials with the row's
+    lineage when the night has a ``signer``), scores every row, applies the filters, writes
     refused and failed rows to ``rejected_dir`` and returns the accepted rows in the published schema, with the
     request tables' pass-through columns (typed as given) appended."""
 
     def __init__(self, store_root: str, run: NightRun, rejected_dir: str, filters: FilterSpec | None = None,
-                 briefs: pa.Table | None = None, fault: faults.Plan | None = None) -> None:
+                 briefs: pa.Table | None = None, fault: faults.Plan | None = None, signer: Signer | None = None) -> None:
         self.store = Store(store_root)
         self.run, self.rejected_dir, self.briefs, self.fault, self.batches = run, rejected_dir, briefs, fault, 0
+        self.signer = signer  # None: the night is unsigned (signing.enabled: false), the PNGs carry the label only
         self.filters = filters or FilterSpec(enabled=False)
         self.refs = {name: References.load(self.store, ref) for name, ref in run.models.items()}
 
@@ -176,7 +179,7 @@ class FinishingActor:
         if why is None:
             why = filters.verdict(row.modality, scores, None if row.modality == "image" else row.text[len(prompt):],
                                   self.filters, self.refs[row.model_name].near_copy_threshold)
-        return {"id": row.id, "run_id": self.run.run_id, "run_date": date.fromisoformat(self.run.run_date),
+        out = {"id": row.id, "run_id": self.run.run_id, "run_date": date.fromisoformat(self.run.run_date),
                 "created_at": created, "modality": row.modality, "image": image, "width": width, "height": height,
                 "mode": mode, "text": schema.scalar(row.text), "label": schema.scalar(row.label),
                 "prompt": schema.scalar(row.prompt), "request_id": row.request_id, "model_name": row.model_name,
@@ -185,6 +188,9 @@ class FinishingActor:
                 "seed": int(row.seed), "sampler": row.sampler, "content_sha256": content, "quality": scores,
                 "provenance": json.dumps(label, sort_keys=True), "stage": stage if why else None,
                 "reason": why[0] if why else None, "detail": why[1] if why else None}
+        if image is not None and self.signer is not None and why is None:  # refused rows are never published
+            image["bytes"] = self.signer.sign_png(image["bytes"], image["path"], lineage(out), created.isoformat())
+        return out
 
     def _score_images(self, batch: pd.DataFrame) -> dict[int, tuple[np.ndarray, dict[str, Any]]]:
         """Row position -> (pixels, quality scores), scored per model in one call each."""
@@ -210,6 +216,18 @@ class FinishingActor:
         buf = pa.BufferOutputStream()
         pq.write_table(table, buf)  # a retried batch overwrites its own file
         self.store.write_bytes(buf.getvalue().to_pybytes(), self.rejected_dir, f"{name}.parquet")
+
+
+LINEAGE = ("id", "run_id", "run_date", "model_name", "model_family", "model_version", "checkpoint_sha256",
+           "dataset_version", "seed", "sampler", "label", "prompt", "request_id", "content_sha256")
+
+
+def lineage(row: dict[str, Any]) -> dict[str, Any]:
+    """The row's lineage as its Content Credentials state it (``aigc verify`` compares it with the row): the
+    published columns that say what made it, from which weights, data and seed, with which sampler settings."""
+    out = {k: row[k] for k in LINEAGE}
+    out["run_date"], out["sampler"] = str(out["run_date"]), json.loads(out["sampler"])
+    return out
 
 
 def write_finished(finishing: FinishingActor, parts: Iterable[pd.DataFrame], out: StagedOutput) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
@@ -23,6 +24,7 @@ from jobs.generate.spec import FilterSpec
 from jobs.generate.staging import ACTORS, REJECTED, NightStaging
 from jobs.store import layout, schema
 from jobs.store.commit import commit
+from jobs.store.credentials import Signer
 from jobs.store.storage import Store
 
 
@@ -72,7 +74,7 @@ def _files(staging: NightStaging, tallies: dict[str, Counter]) -> list[dict[str,
 
 
 def build_manifest(staging: NightStaging, cells: pd.DataFrame, run: NightRun, generated: int, seconds: float,
-                   rounds: list[int], resume: dict | None, filters: FilterSpec) -> dict[str, Any]:
+                   rounds: list[int], resume: dict | None, filters: FilterSpec, signer: Signer | None = None) -> dict[str, Any]:
     """Counts and checksums of what was written, read back from the files batch by batch (flat memory)."""
     tallies = {c: Counter() for c in ("modality", "model_name", "request_id", "label")}
     files = _files(staging, tallies)
@@ -94,6 +96,7 @@ def build_manifest(staging: NightStaging, cells: pd.DataFrame, run: NightRun, ge
         "short_of_request": {r: n - got.get(r, 0) for r, n in sorted(targets.items()) if got.get(r, 0) < n},
         "filters": filters.model_dump(), "top_up": {"rounds": len(rounds), "extra_rows": sum(rounds), "per_round": rounds},
         "resumed": resume, "models": run.lineage(), "files": files, "actors": _actors(staging),
+        "credentials": signer.describe() if signer else {"signed": False},
         "timings": {"generate_seconds": round(seconds, 3), "rows_per_second": round(generated / max(seconds, 1e-9), 2)},
     }
 
@@ -115,9 +118,13 @@ def published_unchanged(store: Store, run_date: str, key: str, run_id: str) -> d
     return manifest if present == set(listed) else None
 
 
-def publish_night(store: Store, result: GenerateResult, extra: dict[str, Any] | None = None) -> GenerateResult:
+def publish_night(store: Store, result: GenerateResult, extra: dict[str, Any] | None = None,
+                  signer: Signer | None = None) -> GenerateResult:
     """Makes a staged night visible: its rejects, then its rows, then its manifest (with ``extra`` sections such
-    as the gate's figures). Earlier partitions are never touched; the same date is replaced whole."""
+    as the gate's figures). Earlier partitions are never touched; the same date is replaced whole.
+
+    With a ``signer`` the manifest gets a detached signature (``D.json.sig``, written just before it): the
+    manifest pins every file's sha256, so the signature covers every row's lineage, text rows included."""
     partition = layout.night(result.run_date)
     staging_path = result.staging
     if staging_path is None:
@@ -129,9 +136,21 @@ def publish_night(store: Store, result: GenerateResult, extra: dict[str, Any] | 
         store.delete(layout.rejects(layout.GENERATED, layout.night(result.run_date)))  # a re-run without rejects leaves none behind
     commit(store, staging_path, layout.GENERATED, partition)
     manifest = {**result.manifest, **(extra or {})}
-    store.write_json(manifest, layout.manifest(layout.GENERATED, result.run_date))
+    data = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+    target = layout.manifest(layout.GENERATED, result.run_date)
+    if signer is not None:
+        store.write_json(signer.sign_detached(data, target.rsplit("/", 1)[-1]), signature_path(target))
+    else:
+        store.delete(signature_path(target))  # an unsigned re-run leaves no stale signature beside its manifest
+    store.write_bytes(data, target)
     store.delete(f"{staging_path}.progress.json")
     return dataclasses.replace(result, manifest=manifest, staging=None)
+
+
+def signature_path(manifest_path: str) -> str:
+    """Where a manifest's detached signature lies: beside it, ``D.json.sig`` (not ``.json``: no manifest reader
+    lists it)."""
+    return f"{manifest_path}.sig"
 
 
 def discard_night(store: Store, result: GenerateResult) -> None:

@@ -3,7 +3,7 @@
 The reproducibility rule makes a row a function of (checkpoint, seed, condition, sampler settings, device
 type), so any published row can be rebuilt and checked: the pixels or text must hash to the row's
 ``content_sha256``, and an image re-encoded with the row's provenance must give the very PNG bytes that were
-published. Sampling goes through the same ``SamplingActor`` the nightly job uses, in this process (no Ray).
+published (outside a signed image's C2PA chunk, whose signature differs at every signing). Sampling goes through the same ``SamplingActor`` the nightly job uses, in this process (no Ray).
 """
 
 from __future__ import annotations
@@ -15,17 +15,19 @@ import os
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from jobs.generate.actors import SamplingActor
 from jobs.store import layout, registry
-from jobs.store.png import decode_png, encode_png
+from jobs.store.png import decode_png, encode_png, has_c2pa, without_c2pa
 from jobs.store.registry import ModelCard
 from jobs.store.storage import Store
 
-COLUMNS = ["id", "run_date", "modality", "image", "text", "label", "prompt", "request_id", "model_name",
-           "model_version", "checkpoint_sha256", "seed", "sampler", "content_sha256", "provenance"]
+COLUMNS = ["id", "run_id", "run_date", "modality", "image", "text", "label", "prompt", "request_id", "model_name",
+           "model_family", "model_version", "checkpoint_sha256", "dataset_version", "seed", "sampler",
+           "content_sha256", "provenance"]
 
 
 @dataclasses.dataclass
@@ -40,10 +42,15 @@ class Regenerated:
 
 def find_rows(store: Store, ids: list[str]) -> Any:
     """The published rows with these ids, from every night's partition (``ROOT/generated`` holds nothing else)."""
+    return published(store, pc.field("id").isin(ids)).to_pandas()
+
+
+def published(store: Store, where: pc.Expression) -> pa.Table:
+    """The published rows (``COLUMNS``) that ``where`` selects, from every night's partition."""
     if not store.exists("generated"):
         raise FileNotFoundError(f"nothing generated under {store.display('generated')}")
     dataset = pads.dataset(store.path("generated"), filesystem=store.fs, format="parquet")
-    return dataset.to_table(columns=COLUMNS, filter=pc.field("id").isin(ids)).to_pandas()
+    return dataset.to_table(columns=COLUMNS, filter=where)
 
 
 def find_refused(store: Store, ids: list[str]) -> dict[str, str]:
@@ -89,11 +96,15 @@ def _check(row: Any, raw: bytes | None, text: str | None, error: str | None, car
         arr = np.frombuffer(raw, dtype=np.uint8).reshape(card.image_shape)
         content = hashlib.sha256(arr.tobytes()).hexdigest()
         png = encode_png(arr, json.loads(row.provenance))
-        same_png = row.image is not None and png == row.image["bytes"]
+        published = None if row.image is None else row.image["bytes"]
+        signed = published is not None and has_c2pa(published)
+        same_png = published is not None and png == (without_c2pa(published) if signed else published)
         identical = content == row.content_sha256 and same_png
-        detail = "pixels and PNG bytes identical" if identical else (
+        detail = ("pixels and PNG bytes identical" + (" outside the signed C2PA manifest (its signature differs "
+                                                      "at every signing; `aigc verify` checks it)" if signed else "")
+                  if identical else (
             "pixels identical, PNG bytes differ (the embedded label or the encoder)" if content == row.content_sha256
-            else _pixel_difference(row, arr))
+            else _pixel_difference(row, arr)))
         if out_dir:
             path = os.path.join(out_dir, f"{row.id}.png")
             with open(path, "wb") as f:

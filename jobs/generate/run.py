@@ -41,6 +41,7 @@ from jobs.generate.staging import ACTORS, REJECTED, NightStaging, StagedOutput
 from jobs.runtime import faults, progress
 from jobs.store import layout, registry, schema
 from jobs.store.commit import resumable_staging
+from jobs.store.credentials import Signer
 from jobs.store.registry import ModelRef
 from jobs.store.rejects import ErrorBudgetExceeded, check_error_budget
 from jobs.store.storage import Store
@@ -61,17 +62,21 @@ class _Job:
     per_row: int  # bytes a published row takes at most
     pools: Pools
     fault: faults.Plan | None
+    signer: Signer | None
 
 
 def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: str, count: int | None = None,
-                   versions: dict[str, str] | None = None, publish_now: bool = True, force: bool = False) -> GenerateResult:
+                   versions: dict[str, str] | None = None, publish_now: bool = True, force: bool = False,
+                   signer: Signer | None = None) -> GenerateResult:
     """Generates the configured requests for ``run_date`` and publishes the partition whole.
 
     ``count`` caps the rows (first N in request order) for quick runs; ``versions`` pins model versions (default:
     each model's production version). An interrupted run of the same night resumes. With ``publish_now=False``
     the partition stays staged (``result.staging``) for the quality gate to judge; ``publish_night`` or
     ``discard_night`` then settles it. A date already published from exactly the same work (requests, model
-    checkpoints, filters, briefs, device) is not regenerated unless ``force``."""
+    checkpoints, filters, briefs, device, signer) is not regenerated unless ``force``. With a ``signer`` every
+    published image carries signed Content Credentials (``jobs.store.credentials``); without one the night is
+    unsigned and its manifest says so."""
     started = time.time()
     date.fromisoformat(run_date)  # ValueError for a malformed date, before any work
     cells, briefs, models = load_requests(spec, store, lambda n: registry.resolve(store, n, (versions or {}).get(n)))
@@ -80,7 +85,7 @@ def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: st
         raise ValueError("generate.requests: nothing to generate (no requests or request tables, or all counts are zero)")
     pools = size_pools(spec)  # before any work: a night the cluster cannot hold fails now, naming the key
     cells = cells.sort_values("model_name", kind="stable").reset_index(drop=True)  # blocks of one model
-    key = _fingerprint(run_date, cells, models, spec.filters, briefs, spec.use_gpu)
+    key = _fingerprint(run_date, cells, models, spec.filters, briefs, spec.use_gpu, signer)
     run = NightRun(f"{run_name}:{run_date}:{key[:8]}", run_date, key, models)
     done_before = None if force else published_unchanged(store, run_date, key, run.run_id)
     if done_before is not None:
@@ -90,12 +95,13 @@ def run_generation(spec: GenerateSpec, store: Store, run_date: str, run_name: st
                               done_before["rejected"], done_before["by_modality"], time.time() - started, 0.0,
                               done_before, None, reused=True)
     path, resumed = resumable_staging(store, layout.GENERATED, layout.night(run_date), key[:16])
-    job = _Job(spec, store, NightStaging(store, path), run, briefs, _bytes_per_row(cells, models), pools, faults.plan())
+    job = _Job(spec, store, NightStaging(store, path), run, briefs, _bytes_per_row(cells, models, signer), pools,
+               faults.plan(), signer)
     manifest, generated, gen_seconds = _generate(job, cells, resumed)
     result = GenerateResult(run_date, run.run_id, store.display(layout.generated(run_date)), manifest["rows"],
                             manifest["rejected"], manifest["by_modality"], time.time() - started,
                             generated / max(gen_seconds, 1e-9), manifest, path)
-    return publish_night(store, result) if publish_now else result
+    return publish_night(store, result, signer=signer) if publish_now else result
 
 
 def _generate(job: _Job, cells: pd.DataFrame, resumed: bool) -> tuple[dict, int, float]:
@@ -114,7 +120,8 @@ def _generate(job: _Job, cells: pd.DataFrame, resumed: bool) -> tuple[dict, int,
     job.staging.drop_temporary()  # a retried block's unfinished write: its rows are in the retry's file
     generated += sum(rounds)
     seconds = time.time() - started
-    manifest = build_manifest(job.staging, cells, job.run, generated, seconds, rounds, resume, job.spec.filters)
+    manifest = build_manifest(job.staging, cells, job.run, generated, seconds, rounds, resume, job.spec.filters,
+                              job.signer)
     if manifest["rows"] + manifest["rejected"] != generated:
         job.staging.discard()  # never resume from a state that does not add up: the re-run starts clean
         raise RuntimeError(f"accounting broke: {generated} generated, {manifest['rows']} written, {manifest['rejected']} rejected")
@@ -184,7 +191,7 @@ def _work(job: _Job, ranges: ray.data.Dataset, rows: RowSource, out: StagedOutpu
     sampler = {"root": job.store.root, "use_gpu": spec.use_gpu, "fault": job.fault,
                "stats_dir": f"{job.staging.path}/{ACTORS}", "models": {n: ref.version for n, ref in job.run.models.items()}}
     finisher = {"store_root": job.store.root, "run": job.run, "filters": spec.filters, "briefs": job.briefs,
-                "rejected_dir": f"{job.staging.path}/{REJECTED}", "fault": job.fault}
+                "rejected_dir": f"{job.staging.path}/{REJECTED}", "fault": job.fault, "signer": job.signer}
     placement = {"concurrency": _concurrency(sampling), "num_cpus": resources.pop("CPU"),
                  "num_gpus": resources.pop("GPU", None), "resources": resources or None}
     if finishing is None:
@@ -203,9 +210,11 @@ def _concurrency(pool: tuple[int, int, int]) -> int | tuple[int, int, int]:
 
 
 def _fingerprint(run_date: str, cells: pd.DataFrame, models: dict[str, ModelRef], filters: FilterSpec,
-                 briefs: pa.Table | None, use_gpu: bool) -> str:
-    """What the night will publish, exactly: rows differ across device types, so the device is part of it."""
-    h = hashlib.sha256(json.dumps([run_date, schema.GENERATED_SCHEMA_VERSION, filters.model_dump(), use_gpu,
+                 briefs: pa.Table | None, use_gpu: bool, signer: Signer | None) -> str:
+    """What the night will publish, exactly: rows differ across device types, so the device is part of it; and
+    who signs its images (another chain, or none, publishes other files)."""
+    who = None if signer is None else signer.describe()["certificate_sha256"]
+    h = hashlib.sha256(json.dumps([run_date, schema.GENERATED_SCHEMA_VERSION, filters.model_dump(), use_gpu, who,
                                    {n: r.card.checkpoint_sha256 for n, r in sorted(models.items())}]).encode())
     h.update(pd.util.hash_pandas_object(cells.astype(str), index=False).to_numpy().tobytes())
     if briefs is not None:
@@ -216,13 +225,14 @@ def _fingerprint(run_date: str, cells: pd.DataFrame, models: dict[str, ModelRef]
     return h.hexdigest()
 
 
-def _bytes_per_row(cells: pd.DataFrame, models: dict[str, ModelRef]) -> int:
+def _bytes_per_row(cells: pd.DataFrame, models: dict[str, ModelRef], signer: Signer | None) -> int:
     """A generous upper bound of one published row's bytes (PNGs of noise barely compress; labels and lineage
-    strings add a few KB), used to cut files and row groups by bytes."""
+    strings add a few KB; a signed image its Content Credentials: the chain and a few KB of claim), used to cut
+    files and row groups by bytes."""
     worst = 0
     for name, group in cells.groupby("model_name"):
         if models[name].card.modality == "image":
-            payload = int(np.prod(models[name].card.image_shape)) + 1024
+            payload = int(np.prod(models[name].card.image_shape)) + 1024 + (len(signer.chain_pem) + 4096 if signer else 0)
         else:
             longest = max(len((p or "").encode()) for p in group["prompt"])
             payload = longest + 4 * max(json.loads(s).get("max_new_tokens", 256) for s in group["sampler"])

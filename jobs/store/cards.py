@@ -174,7 +174,10 @@ def _body(store: Store, card: CardSpec, name: str, nights: list, curated: list, 
            "**Everything under `generated/` is AI-generated**: images and texts sampled from machine-learning models "
            "trained by `aigc-pipeline`, not photographs or text written by people. Every row says so in its "
            "`provenance` column (`ai_generated: true`, producer, model, time), and every image carries the same "
-           "label inside its PNG (a text chunk), so a picture taken out of the table is still marked.", ""]
+           "label inside its PNG (a text chunk), so a picture taken out of the table is still marked. Images of "
+           "signed nights also carry Content Credentials (a signed C2PA manifest with the row's lineage), and each "
+           "signed night's manifest has a detached signature (`manifests/generated/D.json.sig`): "
+           "`aigc verify --id ID` or `aigc verify FILE` checks them.", ""]
     if nights:
         total, refused = sum(n.get("rows", 0) for n in nights), sum(n.get("rejected", 0) for n in nights)
         out += ["## Nights", "", f"{len(nights)} published nights, {total:,} rows; {refused:,} rows refused by the "

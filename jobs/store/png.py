@@ -3,11 +3,15 @@
 Generated PNGs carry their provenance label (``jobs.store.provenance.png_info``: ``tEXt`` chunks ``ai_generated`` and
 ``provenance``, and an XMP packet with the IPTC digital source type), so a file pulled out of the table is still
 machine-readably marked as AI-generated.
+
+A signed image also carries its C2PA manifest in a ``caBX`` chunk (``jobs.store.credentials``); ``without_c2pa``
+takes it out again, leaving the labelled PNG byte for byte.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 from typing import Any
 
 import numpy as np
@@ -39,3 +43,31 @@ def decode_png(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as im:
         arr = np.asarray(im.convert("RGB" if im.mode not in ("L", "1") else "L"))
     return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+C2PA_CHUNK = b"caBX"
+
+
+def chunks(data: bytes) -> list[tuple[bytes, int, int]]:
+    """``(type, start, end)`` of each chunk of a PNG (``ValueError`` when it is not one, or is cut short)."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ValueError("not a PNG file")
+    out, at = [], 8
+    while at < len(data):
+        if at + 12 > len(data):
+            raise ValueError("the PNG is cut short")
+        (length,) = struct.unpack(">I", data[at:at + 4])
+        out.append((data[at + 4:at + 8], at, at + 12 + length))
+        at += 12 + length
+    if at != len(data):
+        raise ValueError("the PNG is cut short")
+    return out
+
+
+def without_c2pa(data: bytes) -> bytes:
+    """The PNG with its C2PA manifest chunk removed: for a signed row, exactly what ``encode_png`` made."""
+    return data[:8] + b"".join(data[s:e] for kind, s, e in chunks(data) if kind != C2PA_CHUNK)
+
+
+def has_c2pa(data: bytes) -> bool:
+    return any(kind == C2PA_CHUNK for kind, _, _ in chunks(data))

@@ -1,11 +1,11 @@
-"""Config sections of the store: where the pipeline may read and write (``security``) and what the dataset
-cards say (``card``)."""
+"""Config sections of the store: where the pipeline may read and write (``security``), what the dataset
+cards say (``card``) and who signs the published content (``signing``)."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from jobs.runtime.spec import Strict
 from jobs.store.paths import PathPolicy
@@ -30,3 +30,26 @@ class CardSpec(Strict):
     license: str = Field("other", min_length=1, pattern=r"^[a-z0-9][a-z0-9.+-]*$")
     pretty_name: Optional[str] = Field(None, min_length=1)
     tags: list[str] = Field(default_factory=list)  # added to synthetic, ai-generated
+
+
+class SigningSpec(Strict):
+    """Content Credentials (C2PA) on every published image and a detached signature on every night's manifest
+    (``jobs.store.credentials``, docs/provenance.md). Both paths null: the development chain ``aigc keys``
+    makes (in ``~/.aigc/dev-keys``, made on first use), marked untrusted in every summary and report."""
+
+    enabled: bool = True  # false: unsigned output (the PNG and row labels only); every summary says so
+    certificate: Optional[str] = None  # PEM chain, the signing certificate first (C2PA asks for one that is not
+    #   self-signed, with digitalSignature key usage and an extended key usage such as emailProtection)
+    private_key: Optional[str] = None  # PEM private key of that certificate (unencrypted; keep it out of git)
+    trust_anchors: Optional[str] = None  # PEM roots `aigc verify` trusts (default: the development chain's root)
+    algorithm: Literal["es256", "es384", "es512", "ps256", "ed25519"] = "es256"  # must fit the key
+    timestamp_url: Optional[str] = None  # an RFC 3161 time-stamp authority, contacted at signing time (your
+    #   own network's: nothing else is reached); null: signatures carry no trusted time
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "SigningSpec":
+        if (self.certificate is None) != (self.private_key is None):
+            missing = "private_key" if self.private_key is None else "certificate"
+            raise ValueError(f"signing.{missing}: give signing.certificate and signing.private_key together (or neither: "
+                             "the development chain)")
+        return self

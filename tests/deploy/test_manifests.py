@@ -49,6 +49,18 @@ def test_kuberay_cluster_and_job_fit_the_cluster_config():
     assert len(images) == 1  # head, workers and driver share one image
 
 
+def test_the_cluster_configs_signing_chain_is_mounted_where_the_driver_runs():
+    """The driver (on the head) loads the chain before any work: each signing.* path must lie in a secret the
+    head container mounts, or the night exits 2 on the cluster."""
+    head = _yaml("kuberay/raycluster.yaml")["spec"]["headGroupSpec"]["template"]["spec"]
+    secrets = {v["name"] for v in head.get("volumes", []) if "secret" in v}
+    mounts = [m["mountPath"] for c in head["containers"] for m in c.get("volumeMounts", []) if m["name"] in secrets]
+    paths = [CLUSTER.signing.certificate, CLUSTER.signing.private_key, CLUSTER.signing.trust_anchors]
+    assert CLUSTER.signing.enabled and all(paths)  # a GPU cluster signs with the team's chain, not a development one
+    for path in paths:
+        assert any(path.startswith(m.rstrip("/") + "/") for m in mounts), path
+
+
 def test_dockerfile_pins_the_versions_the_project_is_tested_with():
     text = (DEPLOY / "Dockerfile").read_text()
     base = re.search(r"^FROM rayproject/ray:(\S+?)-py(\d)(\d+)-cu", text, re.M)

@@ -34,11 +34,13 @@ def test_inspect_summarises_each_kind_of_output(tiny_night, capsys, tmp_path, mo
     monkeypatch.chdir(tmp_path)  # where the curated sample grid lands
     _, store, result = tiny_night
     model = store.display(result.models[0].trained.model.path)
-    for path, needle in [(store.path("generated", "date=2026-11-20"), "18 rows"),
-                         (store.path("curated", result.preprocess.dataset_version), "sample grid (one row per label)"),
-                         (model, "model tiny-gan")]:
+    signed = "credentials: C2PA, signed by aigc-pipeline development signer"
+    for path, needles in [(store.path("generated", "date=2026-11-20"), ("18 rows", signed, "UNTRUSTED")),
+                          (store.path("curated", result.preprocess.dataset_version), ("sample grid (one row per label)",)),
+                          (model, ("model tiny-gan",))]:
         assert main(["inspect", path]) == 0
-        assert needle in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert all(n in out for n in needles), out
     assert main(["inspect", store.path("nothing-here")]) == 2
     grids = list(tmp_path.glob("curated-*-samples.png"))
     from PIL import Image
@@ -96,6 +98,7 @@ def test_train_leaves_production_alone_unless_promote(tiny_night, capsys):
 def test_regenerate_rebuilds_published_rows_byte_for_byte(tiny_night, tmp_path, capsys):
     import pyarrow.dataset as pads
 
+    from jobs.store.png import has_c2pa, without_c2pa
     from tests.conftest import RUN_DATE
 
     cfg, store, _ = tiny_night
@@ -109,7 +112,8 @@ def test_regenerate_rebuilds_published_rows_byte_for_byte(tiny_night, tmp_path, 
     assert main([*args, "--id", image.id, "--ids", str(ids)]) == 0
     out = capsys.readouterr().out
     assert "2/2 rows regenerated identically" in out and "pixels and PNG bytes identical" in out
-    assert (tmp_path / "re" / f"{image.id}.png").read_bytes() == image.image["bytes"]
+    published = image.image["bytes"]  # signed: the rebuilt PNG is the published one without its C2PA chunk
+    assert has_c2pa(published) and (tmp_path / "re" / f"{image.id}.png").read_bytes() == without_c2pa(published)
     assert (tmp_path / "re" / f"{text.id}.txt").read_text(encoding="utf-8") == text.text
     assert main([*args, "--id", image.id, "--id", "no-such-row"]) == 1
     assert "MISS no-such-row" in capsys.readouterr().out

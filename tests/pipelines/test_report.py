@@ -207,3 +207,19 @@ def test_headline_rows_follow_the_gate_checks(reports):
         assert f"status **{n['status']}**" in markdown and f"reports/run_date={NIGHTS[1]}/index.html" in markdown
         assert markdown.count("\n| img-gan |") == len(IMAGE_METRICS) + 1
     assert "reason: fd above bound" in headline(refused)[0] and "| fd | 8 | 9 | 12 | **no** |" in headline(refused)[0]
+
+
+@pytest.mark.parametrize("credentials, shown", [
+    ({"signed": True, "signer": "Team Signer", "algorithm": "es256", "development": False, "timestamped": True},
+     "<p>Content Credentials: C2PA, signed by Team Signer (es256)</p>"),
+    ({"signed": True, "signer": "aigc-pipeline development signer (vm)", "algorithm": "es256", "development": True,
+      "timestamped": False}, '<p class="fail">Content Credentials: C2PA, signed by aigc-pipeline development signer '
+                             "(vm) (es256): a DEVELOPMENT chain, UNTRUSTED"),
+    ({"signed": False}, '<p class="fail">Content Credentials: UNSIGNED (signing.enabled: false)'),
+])
+def test_the_report_says_who_signed_the_night_and_flags_untrusted_or_unsigned_output(tmp_path, credentials, shown):
+    store = Store(str(tmp_path))
+    n = night("2026-11-22", fd=8.0)
+    n["generate"]["credentials"] = credentials
+    write_report(store, n, None)
+    assert shown in store.read_bytes("reports", "run_date=2026-11-22", "index.html").decode()
