@@ -235,6 +235,7 @@ def _run(cfg: Any, args: argparse.Namespace, prefect_ready: Callable[[], None]) 
     import ray
 
     from jobs.runtime.cluster import ensure_ray
+    from jobs.runtime.usage import NightOverBudget
 
     from . import flows
 
@@ -255,6 +256,8 @@ def _run(cfg: Any, args: argparse.Namespace, prefect_ready: Callable[[], None]) 
         except Exception as exc:
             return 1, None, failed(exc)
         return 0, runners[args.command](), None
+    except NightOverBudget as exc:  # a KeyboardInterrupt to Ray and Prefect, a failed night to the person
+        return 1, None, failed(exc)
     except KeyboardInterrupt:
         return 130, None, "interrupted"
     except Exception as exc:  # a failed run: one clear line, the traceback on request

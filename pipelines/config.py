@@ -19,7 +19,7 @@ from jobs.data.spec import PreprocessSpec, Source
 from jobs.gate.spec import GateSpec
 from jobs.generate.spec import GenerateSpec
 from jobs.mix.spec import MixSpec
-from jobs.runtime.spec import NAME_RE, RaySpec, Strict
+from jobs.runtime.spec import NAME_RE, BudgetSpec, RaySpec, Strict
 from jobs.store.spec import CardSpec, SecuritySpec, SigningSpec
 from jobs.train.spec import ModelSpec, TrainSpec
 
@@ -70,6 +70,7 @@ class PipelineConfig(Strict):
     card: CardSpec = CardSpec()  # the dataset cards: license, name, tags
     security: SecuritySpec = SecuritySpec()
     signing: SigningSpec = SigningSpec()  # Content Credentials on published content (docs/provenance.md)
+    budget: BudgetSpec = BudgetSpec()  # what one night may cost (CPU-/GPU-hours reserved, wall time)
 
     @model_validator(mode="after")
     def _paths_under_allowed_roots(self) -> "PipelineConfig":

@@ -20,7 +20,8 @@ from jobs.data.curate import PreprocessResult, prune_raw_staging, raw_staging
 from jobs.gate import policy
 from jobs.gate.policy import Promotion
 from jobs.generate.manifest import GenerateResult, discard_night
-from jobs.runtime import capacity
+from jobs.runtime import budget, capacity
+from jobs.runtime.usage import NightOverBudget, Reading, UsageMeter, between
 from jobs.store import layout, registry
 from jobs.store.commit import discard
 from jobs.store.lease import night_lease
@@ -30,6 +31,7 @@ from jobs.train.spec import ModelSpec
 
 from .config import PipelineConfig
 from .night import ModelTonight, NightResult
+from .report import earlier_nights
 from .tasks import (
     CACHE_EXPIRATION,
     curate_task,
@@ -135,12 +137,15 @@ def _output(cfg: PipelineConfig, night: NightResult, refresh: bool) -> None:
         failures = "; ".join(f for m in night.models if m.promotion for f in m.promotion.failures)
         raise RuntimeError(f"no production version of {', '.join(missing)} (its first version failed the gate: {failures})")
     with night.stage("generate") as st:
-        staged = night.generate = generate_task(cfg, night.run_date, publish_now=not cfg.gate.enabled, force=refresh)
+        staged = night.generate = generate_task(cfg, night.run_date, publish_now=False, force=refresh)
         st.rows = 0 if staged.reused else staged.manifest["generated"]
         st.note = "already published from this exact work: nothing regenerated" if staged.reused else None
     if staged.reused:  # a re-run of a committed night: its gate verdict stands
         night.gate = staged.manifest.get("gate")
-    elif cfg.gate.enabled:
+        night.status = "published"
+        return
+    verdict = None
+    if cfg.gate.enabled:
         with night.stage("gate") as st:
             verdict = gate_task(cfg, staged)
             st.rows = sum(verdict.rows.values())
@@ -148,25 +153,61 @@ def _output(cfg: PipelineConfig, night: NightResult, refresh: bool) -> None:
         if not verdict.passed:
             night.status, night.reason = "refused", "; ".join(verdict.failures)
             return
-        with night.stage("publish") as st:
-            night.generate = publish_task(cfg, staged, verdict)
-            st.rows = night.generate.rows
+    night.over_budget()
+    if night.meter:  # the night's work is done and judged: it publishes whole, whatever the meter finds now
+        night.meter.shield()
+    with night.stage("publish") as st:
+        night.generate = publish_task(cfg, staged, verdict, budget_cost(cfg, night))
+        st.rows = night.generate.rows
     night.status = "published"
 
 
+def _start_budget(cfg: PipelineConfig, night: NightResult) -> None:
+    """Refuses a night whose estimate is over its budget (before any work), then starts the meter that records
+    what each stage reserves and stops the night when it runs over."""
+    guess = budget.estimate(cfg.budget, earlier_nights(Store(cfg.output), night.run_date))
+    night.cost = {"budget": budget.limits(cfg.budget), "estimate": guess}
+    why = budget.refusal(cfg.budget, guess)
+    if why:
+        night.status, night.reason = "refused", why
+        raise NightRefused(f"{night.run_date} not started: {why}")
+    night.meter = UsageMeter(check=budget.checker(cfg.budget, time.time(), lambda: night.current)).start()
+
+
+def budget_cost(cfg: PipelineConfig, night: NightResult) -> dict:
+    """The night's cost so far: per stage (``night.stages``), in all, against its budget and estimate."""
+    cost = {k: v for k, v in night.cost.items() if k != "total"}
+    meter = night.meter
+    if meter is not None:
+        first = Reading(meter.started)
+        cost["total"] = between(first, meter.reading(), meter.peak_since(meter.started))
+        cost["sampled"] = meter.unavailable is None
+        if meter.stopped_because:
+            cost["over"] = meter.stopped_because
+    cost["stages"] = [{k: getattr(s, k) for k in ("stage", "seconds", "rows", "cpu_seconds", "gpu_seconds",
+                                                  "rows_per_cpu_second", "rows_per_gpu_second", "object_store_peak_bytes",
+                                                  "nodes")} for s in night.stages]
+    return cost
+
+
 def _finish(cfg: PipelineConfig, night: NightResult, started: float) -> None:
-    """Writes the report (best effort on a failed night) and drops a staged night that was not published."""
+    """Stops the meter, writes the report (best effort on a failed night) and drops a staged night that was not
+    published, unless a budget stopped it (a re-run with a larger budget resumes from its staging)."""
     night.seconds = round(time.time() - started, 2)
+    if night.meter is not None:
+        night.meter.shield()
+        night.meter.stop()
+        night.cost = budget_cost(cfg, night)
     gen: Optional[GenerateResult] = night.generate
     rows_path = None if gen is None else gen.staging or layout.generated(night.run_date)
     try:
         night.report = report_task(cfg, night.to_dict(), rows_path)
     except Exception as exc:  # never hide the night's own outcome behind a report problem
         warn(f"report not written: {type(exc).__name__}: {exc}")
-    if night.status != "published" and gen is not None and gen.staging:
+    if night.status not in ("published", "stopped") and gen is not None and gen.staging:
         discard_night(Store(cfg.output), gen)
     # the night's read sources, unless a re-run may still need them, and other nights' whose cached reads expired
-    prune_raw_staging(Store(cfg.output), night.run_date if night.status != "failed" else None,
+    prune_raw_staging(Store(cfg.output), night.run_date if night.status not in ("failed", "stopped") else None,
                       CACHE_EXPIRATION.total_seconds())
 
 
@@ -174,7 +215,8 @@ def _finish(cfg: PipelineConfig, night: NightResult, started: float) -> None:
 def nightly_flow(config: PipelineConfig, run_date: Optional[str] = None, refresh: bool = False) -> NightResult:
     """preprocess -> train (when the data or config changed, or on the cadence) -> evaluate and promote ->
     generate (staged) -> quality gate -> publish -> report. A night whose output fails the gate publishes
-    nothing and the flow run fails with the reason; the report is written either way.
+    nothing and the flow run fails with the reason; the report is written either way. A ``budget`` refuses a
+    night whose estimate is over it, and stops one that runs over (``NightOverBudget``), keeping its staging.
 
     Reading, curation and training are cached per night: re-running a night that failed at a later stage skips
     them; ``refresh`` recomputes them. Generation resumes from its own staging, and a night already published
@@ -184,6 +226,7 @@ def nightly_flow(config: PipelineConfig, run_date: Optional[str] = None, refresh
         layout.open_root(cfg.output)  # an older root is moved into the current layout, never beside a running night
         night, started = NightResult(cfg.name, run_date), time.time()
         try:
+            _start_budget(cfg, night)
             with night.stage("preprocess") as st:
                 night.preprocess = _curate(cfg, run_date, refresh)
                 st.rows = night.preprocess.counts["inputs"]
@@ -193,8 +236,15 @@ def nightly_flow(config: PipelineConfig, run_date: Optional[str] = None, refresh
             else:
                 night.status = "published"
         except BaseException as exc:
-            night.reason = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, KeyboardInterrupt) and night.meter and night.meter.stopped_because:
+                exc = NightOverBudget(night.meter.stopped_because)  # stopped between stages, or re-raised by Ray
+            if isinstance(exc, NightOverBudget):
+                night.status, night.reason = "stopped", str(exc)
+            elif night.status != "refused":
+                night.reason = f"{type(exc).__name__}: {exc}"
             _finish(cfg, night, started)
+            if isinstance(exc, NightOverBudget):
+                raise exc from None
             raise
         _finish(cfg, night, started)
     if night.status == "refused":
@@ -210,7 +260,7 @@ def backfill_flow(config: PipelineConfig, run_dates: list[str], refresh: bool = 
     for run_date in sorted(run_dates):
         try:
             results.append(nightly_flow(config, run_date, refresh))
-        except Exception as exc:
+        except (Exception, NightOverBudget) as exc:  # a night over its budget stops that night, not the backfill
             reason = str(exc) if isinstance(exc, NightRefused) else f"{type(exc).__name__}: {exc}"
             failed.append(f"{run_date}: {reason}")
             results.append(NightResult(config.name, run_date, status="failed", reason=reason))

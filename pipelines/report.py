@@ -36,7 +36,7 @@ def write_report(store: Store, night: dict[str, Any], rows_path: str | None) -> 
         night = {**night, "run_date": date.today().isoformat()}
     run_date = night["run_date"]
     folder = f"reports/run_date={run_date}"
-    nights = [*_earlier_nights(store, run_date), night]
+    nights = [*earlier_nights(store, run_date), night]
     images, texts, unreadable = {}, {}, None
     try:
         images, texts = _samples(store, rows_path) if rows_path else ({}, {})
@@ -72,7 +72,7 @@ def headline(night: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
 
 # ---- reading ----------------------------------------------------------------------------------------------------
 
-def _earlier_nights(store: Store, run_date: str) -> list[dict[str, Any]]:
+def earlier_nights(store: Store, run_date: str) -> list[dict[str, Any]]:
     """The report.json of every night before ``run_date`` under ROOT, oldest first; unreadable ones are skipped."""
     out = []
     for name in store.listdir("reports"):

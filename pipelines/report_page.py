@@ -190,6 +190,56 @@ def _counts_html(night: dict[str, Any]) -> str:
     return "".join(out) or "<p>No counts: the night stopped before preprocessing finished.</p>"
 
 
+def cost_note(cost: dict[str, Any] | None) -> str | None:
+    """The night's cost in one line: reserved CPU- and GPU-hours, the object store's peak, the budget."""
+    total = (cost or {}).get("total")
+    if not total:
+        return None
+    note = (f"{total['cpu_seconds'] / 3600:.3g} CPU-hours, {total['gpu_seconds'] / 3600:.3g} GPU-hours reserved over "
+            f"{total['wall_seconds'] / 60:.3g} min, object store peak {total['object_store_peak_bytes'] / 2**20:.3g} MiB")
+    limits = cost.get("budget") or {}
+    if limits:
+        note += "; budget " + ", ".join(f"{k} {v:g}" for k, v in limits.items())
+        guess = cost.get("estimate")
+        note += (f" (estimate {guess['cpu_seconds'] / 3600:.3g} CPU-h, {guess['wall_seconds'] / 60:.3g} min)" if guess
+                 else " (no estimate: no earlier night with costs)")
+    if cost.get("over"):
+        note += f"; OVER: {cost['over'].split(';')[0]}"
+    if cost.get("sampled") is False:
+        note += "; Ray's reservations could not be sampled (a Ray Client connection?): CPU/GPU figures are 0"
+    return note
+
+
+def _cost_html(night: dict[str, Any], nights: list[dict[str, Any]]) -> str:
+    """The cost panel: each stage's wall time, reserved CPU-/GPU-seconds, rows per CPU-second and object store
+    peak; the budget; and CPU-hours and wall minutes over the nights."""
+    cost = night.get("cost") or {}
+    stages = [s for s in night.get("stages") or [] if s.get("cpu_seconds") is not None]
+    if not stages and not cost.get("total"):
+        return "<p>No cost figures (the night stopped before its meter started, or is older than them).</p>"
+    mib = lambda b: None if b is None else round(b / 2**20, 1)  # noqa: E731
+    table = _table(["stage", "wall s", "CPU-s reserved", "GPU-s reserved", "rows", "rows / CPU-s", "rows / GPU-s",
+                    "object store peak MiB", "nodes"],
+                   [[s["stage"], s.get("seconds"), s.get("cpu_seconds"), s.get("gpu_seconds"), s.get("rows"),
+                     s.get("rows_per_cpu_second"), s.get("rows_per_gpu_second"), mib(s.get("object_store_peak_bytes")),
+                     len(s.get("nodes") or {})] for s in stages])
+    note = cost_note(cost)
+    bad = ' class="fail"' if cost.get("over") else ""
+    by_date = {n["run_date"]: n["cost"]["total"] for n in nights
+               if _is_date(n.get("run_date")) and (n.get("cost") or {}).get("total")}
+    days = {d: float(date.fromisoformat(d).toordinal()) for d in sorted(by_date)}
+    trend = ""
+    if days:
+        labels = {x: d for d, x in days.items()}
+        trend = '<div class="charts">' + "".join([
+            line_chart_svg(list(days.values()), {"CPU-hours": [by_date[d]["cpu_seconds"] / 3600 for d in days],
+                                                 "GPU-hours": [by_date[d]["gpu_seconds"] / 3600 for d in days]},
+                           "reserved per night", key="cost/hours", x_labels=labels),
+            line_chart_svg(list(days.values()), {"minutes": [by_date[d]["wall_seconds"] / 60 for d in days]},
+                           "wall time per night", key="cost/minutes", x_labels=labels)]) + "</div>"
+    return (f"<p{bad}>{html.escape(note)}</p>" if note else "") + table + trend
+
+
 def _credentials_html(note: str | None) -> str:
     if note is None:
         return ""
@@ -228,5 +278,6 @@ def page(night: dict[str, Any], nights: list[dict[str, Any]], images: dict, text
 <h2>Loss curves</h2>{_loss_html(curves)}
 <h2>Counts</h2>{_counts_html(night)}
 <h2>Timings and throughput</h2>{timings or '<p>No stage timings.</p>'}{bars}
+<h2>Cost</h2>{_cost_html(night, nights)}
 </body></html>
 """

@@ -10,7 +10,7 @@ from jobs.mix.mixture import MixResult
 from jobs.train.run import TrainResult
 
 from .night import ModelTonight, NightResult
-from .report_page import credentials_note
+from .report_page import cost_note, credentials_note
 
 Lines = list[tuple[str, str]]
 
@@ -101,6 +101,8 @@ def night_lines(night: NightResult, output: str) -> Lines:
         lines += [(f"tonight {model}", ", ".join(f"{k} {v:.3g}" for k, v in figures.items()) or "no figures")
                   for model, figures in gate["figures"].items()]
         lines.append(("quality gate", "passed" if gate["passed"] else "REFUSED: " + "; ".join(gate["failures"])))
+    if cost_note(night.cost):
+        lines.append(("cost", cost_note(night.cost)))
     lines.append(("report", night.report or "not written"))
     lines.append(("look at", f"aigc inspect {output}/generated/date={night.run_date}"))
     return lines

@@ -230,9 +230,12 @@ def gate_task(cfg: PipelineConfig, staged: GenerateResult) -> GateVerdict:
 
 
 @task(name="publish")
-def publish_task(cfg: PipelineConfig, staged: GenerateResult, gate: Optional[GateVerdict]) -> GenerateResult:
+def publish_task(cfg: PipelineConfig, staged: GenerateResult, gate: Optional[GateVerdict],
+                 cost: Optional[dict[str, Any]] = None) -> GenerateResult:
+    """Publishes a staged night whole, its manifest with the gate's verdict and what the night cost so far."""
     store = open_store(cfg)
-    result = publish_night(store, staged, {"gate": gate.as_dict()} if gate else None, signer_for(cfg))
+    extra = {**({"gate": gate.as_dict()} if gate else {}), **({"cost": cost} if cost else {})}
+    result = publish_night(store, staged, extra or None, signer_for(cfg))
     refresh_cards(cfg, store)
     get_run_logger().info("published %s (%d rows)", result.path, result.rows)
     return result

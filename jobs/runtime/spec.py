@@ -21,3 +21,14 @@ class RaySpec(Strict):
     dashboard: bool = True  # a local instance's dashboard (about 5% of a 2-core machine while it runs)
     autoscaling: bool = False  # the cluster adds nodes on demand (KubeRay, `ray up`): stages skip the check of their
     #   actors and workers against the nodes up now (jobs/capacity.py) and rely on their start timeouts instead
+
+
+class BudgetSpec(Strict):
+    """What one night may cost (``jobs.runtime.budget``): checked against an estimate before the night starts (the
+    night is refused, naming the estimate and the limit) and while it runs (the night stops, publishes nothing,
+    and keeps its staging: a re-run with a larger budget resumes). A limit left null is not checked."""
+
+    cpu_hours: Optional[float] = Field(None, gt=0)  # CPU-hours reserved on the cluster (what Ray scheduled)
+    gpu_hours: Optional[float] = Field(None, gt=0)  # GPU-hours reserved
+    wall_minutes: Optional[float] = Field(None, gt=0)  # wall time of the night, start to publish
+    history_nights: int = Field(3, ge=1, le=30)  # the estimate: the costliest of the last N nights under ROOT

@@ -331,7 +331,7 @@ from pipelines.cli import main
 sys.exit(main(["generate", "--config", sys.argv[1], "--out", sys.argv[2], "--date", sys.argv[3],
                "--set", "generate.batch_size=4", "--set", "generate.concurrency=1", "--set", "generate.encode_concurrency=1",
                "--set", "generate.max_file_bytes=30000", "--set", "generate.row_group_bytes=15000", "--refresh",
-               "--set", "ray.dashboard=false"]))
+               "--set", "ray.dashboard=false", "--set", "signing.enabled=false"]))  # as run_generation below: unsigned
 """
 
 
