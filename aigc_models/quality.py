@@ -57,7 +57,7 @@ def train_classifier(pixels: np.ndarray, labels: np.ndarray, classes: int, epoch
     torch.manual_seed(seed)
     model = DomainClassifier(pixels.shape[3], pixels.shape[1], classes).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    x_all, y_all = to_input(pixels), torch.as_tensor(labels, dtype=torch.long)
+    x_all, y_all = to_input(pixels), torch.from_numpy(np.asarray(labels, dtype=np.int64).copy())  # own, writable
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(x_all), generator=gen)

@@ -90,7 +90,7 @@ def keys(args: argparse.Namespace) -> int:
         return _error(f"--to: cannot write {folder} ({exc.strerror or exc})")
     print(f"{'kept the' if existed else 'made a'} development signing chain in {folder}: "
           f"{subject(paths['chain'].read_bytes())}")
-    for k, what in (("chain", "certificate chain (signer, root)"), ("key", "private key (mode 600)"),
+    for k, what in (("chain", "signing certificate (the chain: the root stays out of it, as C2PA asks)"), ("key", "private key (mode 600)"),
                     ("root", "root: the trust anchor `aigc verify` uses")):
         print(f"  {paths[k]}  {what}")
     print("UNTRUSTED: every summary, report and verification marks content it signs as signed by a development "

@@ -46,7 +46,8 @@ def dev_folder() -> Path:
 
 def make_dev_chain(folder: Path, force: bool = False) -> dict[str, Path]:
     """A root CA and an ES256 signing certificate under it, as C2PA asks of a signer (not self-signed, key usage
-    digitalSignature, extended key usage emailProtection, key identifiers): ``chain.pem`` (signer then root),
+    digitalSignature, extended key usage emailProtection, key identifiers): ``chain.pem`` (the signing certificate;
+    no intermediates, and the root stays out of the chain as C2PA asks),
     ``key.pem`` (the signer's private key, mode 600) and ``root.pem`` (the anchor ``aigc verify`` trusts)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -87,7 +88,7 @@ def make_dev_chain(folder: Path, force: bool = False) -> dict[str, Path]:
     pem = serialization.Encoding.PEM
     folder.mkdir(parents=True, exist_ok=True)
     paths["root"].write_bytes(root.public_bytes(pem))
-    paths["chain"].write_bytes(signer.public_bytes(pem) + root.public_bytes(pem))
+    paths["chain"].write_bytes(signer.public_bytes(pem))  # C2PA leaves the anchor out of the chain: 0.5 KB an image
     fd = os.open(paths["key"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -38,7 +39,7 @@ def test_the_first_night_on_an_empty_home_beside_a_running_ray(ray_start_cluster
     home.mkdir()
     assert (ray_start_cluster.tmpdir / "ray" / "ray_current_cluster").is_file()  # what a plain ray.init() joins
     env = ray_start_cluster.env(join=False)  # no address, no token: a user who never configured Ray
-    env = {k: v for k, v in env.items() if not k.startswith(("PREFECT_", "XDG_", "HF_", "TORCH_HOME"))}
+    env = {k: v for k, v in env.items() if not k.startswith(("PREFECT_", "XDG_", "HF_", "TORCH_HOME", "AIGC_KEYS_DIR"))}
     env.update(HOME=str(home), PREFECT_HOME=str(home / ".prefect"), PYTHONUNBUFFERED="1")  # the busy loops read its log
     busy = [subprocess.Popen([sys.executable, "-c", BUSY, str(tmp_path / "night.log")]) for _ in range(2)]
     try:
@@ -56,6 +57,10 @@ def test_the_first_night_on_an_empty_home_beside_a_running_ray(ray_start_cluster
     lines = out.splitlines()  # a console a person reads: stages, progress, the summary; the rest in the log
     assert len(lines) < 60 and "generate done in" in out and not any("Execution plan" in l or "Task run" in l for l in lines)
     assert (home / ".prefect" / "prefect.db").is_file()  # the empty home was the one used
+    # signed out of the box: a development chain made in the empty home on first use, and said to be untrusted
+    assert (home / ".aigc" / "dev-keys" / "key.pem").is_file() and f"[sign] made a development signing chain in " \
+        f"{home / '.aigc' / 'dev-keys'} (untrusted" in out
+    assert re.search(r"credentials\s+C2PA, signed by aigc-pipeline development signer .*UNTRUSTED", out)
     rows = pq.read_table(root / "generated" / f"date={RUN_DATE}", columns=["id", "model_name"])
     assert rows.num_rows == 18 and len(set(rows.column("id").to_pylist())) == 18
     assert (root / "reports" / f"run_date={RUN_DATE}" / "index.html").is_file()

@@ -11,12 +11,17 @@ runs one pool of generating actors, sampling and finishing in one process; the p
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
+from jobs.store.credentials import read_png
 
 from tests.cli_process import run_aigc
 from tests.conftest import RUN_DATE, TINY_CONFIG
@@ -58,6 +63,12 @@ def test_the_nightly_flow_finishes_on_a_two_node_ray_start_cluster(cluster_night
     assert (root / "reports" / f"run_date={RUN_DATE}" / "index.html").is_file()
     for model in ("tiny-gan", "tiny-gpt"):
         assert (root / "models" / model / "production.json").is_file()
+    # what it cost was sampled on both nodes; images signed by finishing actors on either node verify
+    report = json.loads((root / "reports" / f"run_date={RUN_DATE}" / "report.json").read_text())
+    assert len(report["cost"]["total"]["nodes"]) == 2 and report["cost"]["total"]["cpu_seconds"] > 0
+    trust = (Path(os.environ["AIGC_KEYS_DIR"]) / "root.pem").read_bytes()
+    images = pq.read_table(root / "generated" / f"date={RUN_DATE}", columns=["image", "modality"]).to_pylist()
+    assert all(read_png(r["image"]["bytes"], trust).problems == [] for r in images if r["modality"] == "image")
 
 
 def test_ray_address_auto_joins_the_cluster_this_machine_runs(cluster_night, ray_start_cluster, prefect_api, tmp_path):
