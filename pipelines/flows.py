@@ -157,7 +157,7 @@ def _output(cfg: PipelineConfig, night: NightResult, refresh: bool) -> None:
     if night.meter:  # the night's work is done and judged: it publishes whole, whatever the meter finds now
         night.meter.shield()
     with night.stage("publish") as st:
-        night.generate = publish_task(cfg, staged, verdict, budget_cost(cfg, night))
+        night.generate = publish_task(cfg, staged, verdict, budget_cost(night))
         st.rows = night.generate.rows
     night.status = "published"
 
@@ -174,7 +174,7 @@ def _start_budget(cfg: PipelineConfig, night: NightResult) -> None:
     night.meter = UsageMeter(check=budget.checker(cfg.budget, time.time(), lambda: night.current)).start()
 
 
-def budget_cost(cfg: PipelineConfig, night: NightResult) -> dict:
+def budget_cost(night: NightResult) -> dict:
     """The night's cost so far: per stage (``night.stages``), in all, against its budget and estimate."""
     cost = {k: v for k, v in night.cost.items() if k != "total"}
     meter = night.meter
@@ -197,7 +197,7 @@ def _finish(cfg: PipelineConfig, night: NightResult, started: float) -> None:
     if night.meter is not None:
         night.meter.shield()
         night.meter.stop()
-        night.cost = budget_cost(cfg, night)
+        night.cost = budget_cost(night)
     gen: Optional[GenerateResult] = night.generate
     rows_path = None if gen is None else gen.staging or layout.generated(night.run_date)
     try:

@@ -2,7 +2,8 @@
 reads it, and ``to_dict`` is what the report (``report.json``) and Prefect's artifacts keep.
 
 Any part may be missing on a failed night (it stopped before that stage); ``status`` says how it ended:
-``published``, ``refused`` (the gate said no: nothing published) or ``failed`` (an error: ``reason``).
+``published``, ``refused`` (the gate said no, or the budget's estimate did: nothing published), ``stopped`` (it ran
+over its budget: nothing published, its staging kept) or ``failed`` (an error: ``reason``).
 """
 
 from __future__ import annotations

@@ -250,7 +250,7 @@ def _credentials_html(note: str | None) -> str:
 def page(night: dict[str, Any], nights: list[dict[str, Any]], images: dict, texts: dict,
          curves: dict[str, tuple[str, str, pd.DataFrame]], unreadable: str | None) -> str:
     e, status = html.escape, night.get("status") or "unknown"
-    badge = "ok" if status == "published" else "bad" if status in ("refused", "failed") else "unknown"
+    badge = "ok" if status == "published" else "bad" if status in ("refused", "failed", "stopped") else "unknown"
     title = f"{night.get('name') or 'nightly'} · {night.get('run_date') or '?'}"
     gate = night.get("gate") or {}
     checks = _table(["model", "metric", "value", "baseline", "bound", "passed"],

@@ -61,6 +61,8 @@ def test_a_night_over_its_budget_stops_publishes_nothing_keeps_its_staging_and_a
     report = copy.read_json("reports", "run_date=2026-11-25", "report.json")
     assert report["status"] == "stopped" and report["cost"]["over"].startswith("budget.wall_minutes")
     assert report["stages"][-1]["note"].startswith("failed: NightOverBudget")
+    page = copy.read_bytes("reports", "run_date=2026-11-25", "index.html").decode()
+    assert 'class="badge bad">stopped<' in page and 'OVER: budget.wall_minutes: the night used' in page
     assert list(Path(copy.root, "staging").rglob("*2026-11-25*")), "the stopped night's staging must be kept"
     assert main([*args, "--set", "budget.wall_minutes=30"]) == 0
     out = capsys.readouterr().out
