@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Optional
 from zoneinfo import ZoneInfo
 
@@ -119,9 +119,13 @@ def _models_tonight(cfg: PipelineConfig, night: NightResult, refresh: bool) -> l
     in the flow run's context), else one after another. A model that fails fails the night once the others end."""
     if not (len(cfg.models) > 1 and cfg.train.concurrent_models and _all_groups_fit(cfg)):
         return [_model_tonight(cfg, m, night, refresh) for m in cfg.models]
-    with ThreadPoolExecutor(len(cfg.models), thread_name_prefix="model") as pool:
-        futures = [pool.submit(contextvars.copy_context().run, _model_tonight, cfg, m, night, refresh)
-                   for m in cfg.models]
+    pool = ThreadPoolExecutor(len(cfg.models), thread_name_prefix="model")
+    futures = [pool.submit(contextvars.copy_context().run, _model_tonight, cfg, m, night, refresh) for m in cfg.models]
+    try:
+        while wait(futures, timeout=0.5).not_done:  # short waits: a budget stop is not held up until every run returns
+            pass
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # on a stop, the runs end with the driver's Ray
     return [f.result() for f in futures]
 
 
@@ -181,7 +185,7 @@ def budget_cost(night: NightResult) -> dict:
     if meter is not None:
         first = Reading(meter.started)
         cost["total"] = between(first, meter.reading(), meter.peak_since(meter.started))
-        cost["sampled"] = meter.unavailable is None
+        cost["sampled"] = meter.samples > 1
         if meter.stopped_because:
             cost["over"] = meter.stopped_because
     cost["stages"] = [{k: getattr(s, k) for k in ("stage", "seconds", "rows", "cpu_seconds", "gpu_seconds",
@@ -235,7 +239,11 @@ def nightly_flow(config: PipelineConfig, run_date: Optional[str] = None, refresh
                 _output(cfg, night, refresh)
             else:
                 night.status = "published"
+            if night.meter:  # the work is over: nothing may interrupt the report and the clean-up now
+                night.meter.shield()
         except BaseException as exc:
+            if night.meter:
+                night.meter.shield()
             if isinstance(exc, KeyboardInterrupt) and night.meter and night.meter.stopped_because:
                 exc = NightOverBudget(night.meter.stopped_because)  # stopped between stages, or re-raised by Ray
             if isinstance(exc, NightOverBudget):

@@ -141,5 +141,5 @@ class NightResult:
 
     def over_budget(self) -> None:
         """Raises ``NightOverBudget`` when the meter has found the night over its budget."""
-        if self.meter is not None and self.meter.stopped_because:
+        if self.meter is not None and self.meter.stopped_because and not self.meter.shielded:
             raise NightOverBudget(self.meter.stopped_because)

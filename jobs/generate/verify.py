@@ -27,7 +27,7 @@ import pyarrow.dataset as pads
 
 from jobs.generate.actors import LINEAGE, lineage
 from jobs.generate.manifest import signature_path
-from jobs.generate.regenerate import published, regenerate
+from jobs.generate.regenerate import COLUMNS, regenerate
 from jobs.store import layout
 from jobs.store.credentials import Reading, read_png, verify_detached
 from jobs.store.png import decode_png
@@ -76,10 +76,12 @@ def verify_row(store: Store, row_id: str, trust_pem: bytes | None, regenerate_ro
                use_gpu: bool = False) -> Verification:
     """Verifies a published row: an image's embedded credentials and lineage, any row's signed partition and
     regeneration."""
-    rows = published(store, pc.field("id") == row_id).to_pylist()
-    if not rows:
-        return Verification(row_id, None, [Check("row", False, f"no published row has id {row_id}")])
-    row = rows[0]
+    rows = _with_files(store, pc.field("id") == row_id)
+    if len(rows) != 1:
+        why = f"no published row has id {row_id}" if not rows else \
+            f"{len(rows)} published rows have id {row_id} (in {', '.join(sorted({f for _, f in rows}))}): ids are unique"
+        return Verification(row_id, None, [Check("row", False, why)])
+    row = rows[0][0]
     checks, development = [], False
     if row["modality"] == "image":
         data = row["image"]["bytes"]
@@ -93,8 +95,10 @@ def verify_row(store: Store, row_id: str, trust_pem: bytes | None, regenerate_ro
 def _credentials(reading: Reading) -> Check:
     if not reading.found or reading.problems:
         return Check("credentials", False, "; ".join(reading.problems))
-    trust = ("the signer chains to the trust anchors" if reading.trust_checked
-             else "the signer was not checked: no trust anchors (signing.trust_anchors)")
+    if not reading.trust_checked:
+        return Check("credentials", False, f"intact, signed by {reading.signer}, but nothing vouches for that signer: "
+                                           "no trust anchors (set signing.trust_anchors)")
+    trust = "the signer chains to the trust anchors"
     dev = " (a DEVELOPMENT chain: untrusted anywhere else)" if reading.development else ""
     return Check("credentials", True, f"C2PA manifest intact, signed by {reading.signer}{dev}; {trust}; "
                                       f"c2pa.created, trainedAlgorithmicMedia, by {reading.software_agent}")
@@ -103,15 +107,24 @@ def _credentials(reading: Reading) -> Check:
 def _find(store: Store, reading: Reading, data: bytes) -> dict[str, Any] | None:
     """The published row a file belongs to: by its manifest's row id, else by the sha256 of its pixels."""
     if reading.lineage and reading.lineage.get("id"):
-        rows = published(store, pc.field("id") == reading.lineage["id"]).to_pylist()
+        rows = _with_files(store, pc.field("id") == reading.lineage["id"])
         if rows:
-            return rows[0]
+            return rows[0][0]
     try:
         content = hashlib.sha256(np.ascontiguousarray(decode_png(data)).tobytes()).hexdigest()
     except Exception:  # not an image at all: no row to find
         return None
-    rows = published(store, pc.field("content_sha256") == content).slice(0, 1).to_pylist()
-    return rows[0] if rows else None
+    rows = _with_files(store, pc.field("content_sha256") == content)
+    return rows[0][0] if rows else None
+
+
+def _with_files(store: Store, where: pc.Expression) -> list[tuple[dict[str, Any], str]]:
+    """The published rows ``where`` selects, each with the store path of the file that holds it."""
+    if not store.exists(layout.GENERATED):
+        return []
+    dataset = pads.dataset(store.path(layout.GENERATED), filesystem=store.fs, format="parquet")
+    return [(r, store.relpath(fragment.path)) for fragment in dataset.get_fragments()
+            for r in fragment.to_table(columns=COLUMNS, filter=where).to_pylist()]
 
 
 def _lineage(reading: Reading, row: dict[str, Any], data: bytes) -> Check:
@@ -134,7 +147,10 @@ def _lineage(reading: Reading, row: dict[str, Any], data: bytes) -> Check:
 
 def _row_checks(store: Store, row: dict[str, Any], trust_pem: bytes | None, regenerate_rows: bool,
                 use_gpu: bool) -> list[Check]:
-    checks = [_partition(store, row, trust_pem)]
+    rows = _with_files(store, pc.field("id") == row["id"])
+    if len(rows) != 1:
+        return [Check("partition", False, f"{len(rows)} published rows have id {row['id']}: ids are unique")]
+    checks = [_partition(store, row, rows[0][1], trust_pem)]
     if not regenerate_rows:
         checks.append(Check("regenerated", None, "not asked for (--no-regenerate)"))
         return checks
@@ -146,27 +162,37 @@ def _row_checks(store: Store, row: dict[str, Any], trust_pem: bytes | None, rege
     return checks + [Check("regenerated", r.identical, r.detail)]
 
 
-def _partition(store: Store, row: dict[str, Any], trust_pem: bytes | None) -> Check:
-    """The row's file is listed, at its sha256, in the night's manifest, and the manifest's signature holds."""
+def _partition(store: Store, row: dict[str, Any], holder: str, trust_pem: bytes | None) -> Check:
+    """The row's own file (``holder``) lies in its night's partition and is listed there, at its sha256, in the
+    night's manifest; no file of the partition is unlisted; and the manifest's signature holds, from a signer
+    the trust anchors vouch for."""
     run_date = str(row["run_date"])
-    manifest_path = layout.manifest(layout.GENERATED, run_date)
+    manifest_path, partition = layout.manifest(layout.GENERATED, run_date), layout.generated(run_date)
     if not store.exists(signature_path(manifest_path)):
         return Check("partition", False, f"the manifest of {run_date} carries no signature (the night was published "
                                          "unsigned, or the signature was removed)")
+    if trust_pem is None:
+        return Check("partition", False, "no trust anchors to check the manifest's signer against (set "
+                                         "signing.trust_anchors)")
     data = store.read_bytes(manifest_path)
-    problems = verify_detached(data, store.read_json(signature_path(manifest_path)), trust_pem)
+    try:
+        envelope = store.read_json(signature_path(manifest_path))
+        problems = verify_detached(data, envelope, trust_pem)
+        listed = {f["path"]: f["sha256"] for f in json.loads(data)["files"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        return Check("partition", False, f"the manifest of {run_date} or its signature is malformed ({exc})")
     if problems:
         return Check("partition", False, "; ".join(problems))
-    listed = {f["path"]: f["sha256"] for f in json.loads(data)["files"]}
-    partition = layout.generated(run_date)
-    dataset = pads.dataset(store.path(partition), filesystem=store.fs, format="parquet")
-    for fragment in dataset.get_fragments():
-        if fragment.to_table(columns=["id"], filter=pc.field("id") == row["id"]).num_rows:
-            rel = store.relpath(fragment.path, partition)
-            with store.fs.open_input_stream(fragment.path) as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
-            if listed.get(rel) != digest:
-                return Check("partition", False, f"{rel} changed after the night was signed (its sha256 differs from "
-                                                 "the manifest's)")
-            return Check("partition", True, f"the signed manifest of {run_date} lists {rel} at its sha256")
-    return Check("partition", False, f"no file of {partition} holds the row")
+    present = {store.relpath(f, partition) for f in store.files(partition, suffix=".parquet")}
+    if present - set(listed):
+        return Check("partition", False, f"{partition} holds files its signed manifest does not list: "
+                                         f"{', '.join(sorted(present - set(listed)))}")
+    if not holder.startswith(f"{partition}/"):
+        return Check("partition", False, f"the row lies in {holder}, outside its night's partition {partition}")
+    rel = store.relpath(store.path(holder), partition)
+    with store.fs.open_input_stream(store.path(holder)) as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    if listed.get(rel) != digest:
+        return Check("partition", False, f"{rel} changed after the night was signed (its sha256 differs from "
+                                         "the manifest's)")
+    return Check("partition", True, f"the signed manifest of {run_date} lists {rel} at its sha256")

@@ -1,7 +1,8 @@
 """A night's budget: the estimate it is refused on before it starts, and the check that stops it while it runs.
 
 The estimate is the costliest of the last ``history_nights`` published nights under the same ROOT, per resource
-(their reports keep what they used): a night that retrains costs more than one that reuses production, and the
+(their reports keep what they used; a night that crossed a limit during its publish step is left out, or it would
+refuse every night after it): a night that retrains costs more than one that reuses production, and the
 costliest recent night is the honest guess for one that may. A first night has no estimate; only the running check
 applies to it. The running check compares what the ``UsageMeter`` has integrated so far (and the wall time) with
 each limit and names the first one crossed.
@@ -29,7 +30,8 @@ def limits(spec: BudgetSpec) -> dict[str, float]:
 def estimate(spec: BudgetSpec, nights: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Per resource, the most any of the last ``history_nights`` published nights used (``cost.total`` of their
     report), with the nights it comes from; None without such a night."""
-    costed = [n for n in nights if n.get("status") == "published" and (n.get("cost") or {}).get("total")]
+    costed = [n for n in nights if n.get("status") == "published" and (n.get("cost") or {}).get("total")
+              and not n["cost"].get("over")]  # a night that crossed a limit while publishing would refuse all after it
     recent = sorted(costed, key=lambda n: n["run_date"])[-spec.history_nights:]
     if not recent:
         return None

@@ -64,7 +64,8 @@ class UsageMeter:
         self.interval, self.check = interval, check
         self.total = Reading(time.time())
         self.stopped_because: str | None = None
-        self.unavailable: str | None = None  # why nothing could be sampled (a Ray Client connection, say)
+        self.unavailable: str | None = None  # why the last sample failed (a Ray Client connection, say)
+        self.samples = 0  # samples taken: none means the figures are not Ray's (``unavailable`` says why)
         self._lock, self._done = threading.RLock(), threading.Event()  # RLock: the signal handler may run inside a reading
         self._last: tuple[float, dict[str, dict[str, float]]] | None = None
         self._peaks: list[tuple[float, int]] = []  # (time, bytes) of each sample, for a stage's own peak
@@ -96,6 +97,11 @@ class UsageMeter:
         finds is still recorded in ``stopped_because``."""
         with self._lock:
             self._shielded = True
+
+    @property
+    def shielded(self) -> bool:
+        with self._lock:
+            return self._shielded
 
     def reading(self) -> Reading:
         with self._lock:
@@ -143,6 +149,7 @@ class UsageMeter:
                     self.total.cpu_seconds += res["CPU"] * dt
                     self.total.gpu_seconds += res["GPU"] * dt
             if used is not None:
+                self.samples += 1
                 self._last = (now, used)
                 peak = max((r["object_store"] for r in used.values()), default=0)
                 self._peaks.append((now, int(peak)))

@@ -41,7 +41,8 @@ class SigningSpec(Strict):
     certificate: Optional[str] = None  # PEM chain, the signing certificate first (C2PA asks for one that is not
     #   self-signed, with digitalSignature key usage and an extended key usage such as emailProtection)
     private_key: Optional[str] = None  # PEM private key of that certificate (unencrypted; keep it out of git)
-    trust_anchors: Optional[str] = None  # PEM roots `aigc verify` trusts (default: the development chain's root)
+    trust_anchors: Optional[str] = None  # PEM roots `aigc verify` trusts (with the development chain: its root);
+    #   without anchors `aigc verify` fails every signature: nothing vouches for the signer
     algorithm: Literal["es256", "es384", "es512", "ps256", "ed25519"] = "es256"  # must fit the key
     timestamp_url: Optional[str] = None  # an RFC 3161 time-stamp authority, contacted at signing time (your
     #   own network's: nothing else is reached); null: signatures carry no trusted time

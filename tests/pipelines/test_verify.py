@@ -167,3 +167,40 @@ def test_a_chain_that_cannot_sign_exits_2_naming_the_key_before_any_work(tmp_pat
     err = capsys.readouterr().err
     assert err.startswith(f"aigc: error: {message}") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "curated").exists()
+
+
+def test_a_row_planted_twice_or_a_file_the_manifest_does_not_list_fails_and_no_anchors_vouch_for_nobody(
+        tiny_night, tmp_path, capsys):
+    """Review findings kept as tests: an id published twice fails (the forged copy sorts first), a file slipped
+    into a signed partition fails, and without trust anchors nothing is VERIFIED."""
+    from jobs.store.storage import Store
+
+    _, store, _ = tiny_night
+    copy = Store(str(tmp_path / "root"))
+    shutil.copytree(store.root, copy.root, ignore=shutil.ignore_patterns("checkpoints"))
+    (path,) = copy.files("generated", f"date={RUN_DATE}", suffix=".parquet")
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    text = next(r for r in rows if r["modality"] == "text")["id"]
+    image = next(r for r in rows if r["modality"] == "image")["id"]
+    planted = table.filter(pc.equal(table.column("id"), text))
+    planted = planted.set_column(planted.schema.get_field_index("text"), "text", pa.array(["forged"], pa.string()))
+    Path(copy.path("generated", "date=2000-01-01")).mkdir(parents=True)
+    pq.write_table(planted, copy.path("generated", "date=2000-01-01", "a.parquet"))
+    assert verify(copy, "--id", text, "--no-regenerate") == 1
+    assert "2 published rows have id" in lines_of(capsys.readouterr().out)["row"]
+    shutil.rmtree(copy.path("generated", "date=2000-01-01"))
+
+    unlisted = copy.path("generated", f"date={RUN_DATE}", "zz-unlisted.parquet")
+    pq.write_table(table.slice(0, 0), unlisted)  # no rows at all: still a file the signed manifest never listed
+    assert verify(copy, "--id", image, "--no-regenerate") == 1
+    assert "holds files its signed manifest does not list: zz-unlisted.parquet" in lines_of(capsys.readouterr().out)["partition"]
+    Path(unlisted).unlink()
+    assert verify(copy, "--id", image, "--no-regenerate") == 0  # intact again
+    capsys.readouterr()
+
+    team = credentials.make_dev_chain(tmp_path / "team")  # a team chain named without its trust anchors
+    assert verify(copy, "--id", image, "--no-regenerate", "--set", f"signing.certificate={team['chain']}",
+                  "--set", f"signing.private_key={team['key']}") == 1
+    checks = lines_of(capsys.readouterr().out)
+    assert "no trust anchors" in checks["credentials"] and "no trust anchors" in checks["partition"]

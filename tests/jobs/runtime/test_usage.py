@@ -72,6 +72,9 @@ def test_the_estimate_is_the_costliest_of_the_last_published_nights():
     assert why.startswith("budget.cpu_hours: tonight's estimate is 1 CPU-hours") and "over the limit 0.5" in why
     assert "budget.wall_minutes" in budget.refusal(BudgetSpec(wall_minutes=5), guess)
     assert budget.estimate(spec, []) is None and budget.refusal(spec, None) is None
+    over = night("2026-11-05", 99999, 60)
+    over["cost"]["over"] = "budget.cpu_hours: ... (crossed while publishing)"
+    assert budget.estimate(spec, nights + [over])["from_nights"] == ["2026-11-02", "2026-11-03"]  # it would refuse all after it
 
 
 def test_the_running_check_names_the_limit_crossed_and_where():

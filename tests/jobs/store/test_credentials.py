@@ -122,3 +122,46 @@ def test_without_paths_the_development_chain_is_made_once_and_marked(tmp_path, m
     assert first.chain_pem == second.chain_pem and len(said) == 1 and "untrusted" in said[0]
     assert first.development and first.describe()["development"] is True
     assert oct((tmp_path / "dev" / "key.pem").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_certificate_issued_by_a_signing_certificate_does_not_chain(chains, tmp_path):
+    """Only a CA may issue: a leaf the root signed cannot vouch for a certificate it made itself (review finding)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    ours = chains[0]
+    signer_cert = x509.load_pem_x509_certificates(ours["chain"].read_bytes())[0]
+    signer_key = serialization.load_pem_private_key(ours["key"].read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    mallory = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mallory")]))
+               .issuer_name(signer_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(days=1))
+               .sign(signer_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    (tmp_path / "mallory.pem").write_bytes(mallory.public_bytes(pem) + signer_cert.public_bytes(pem))
+    (tmp_path / "mallory.key").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                             serialization.NoEncryption()))
+    forged = load_signer(str(tmp_path / "mallory.pem"), str(tmp_path / "mallory.key"), None)
+    data = b'{"files": []}'
+    assert "foreign key" in verify_detached(data, forged.sign_detached(data, "x.json"), ours["root"].read_bytes())[0]
+    assert verify_detached(data, signer_of(ours).sign_detached(data, "x.json"), ours["root"].read_bytes()) == []
+
+
+def test_a_malformed_signature_file_is_a_problem_not_a_crash(chains):
+    data = b"{}"
+    envelope = signer_of(chains[0]).sign_detached(data, "x.json")
+    for broken in ({**envelope, "algorithm": "ES999"}, {k: v for k, v in envelope.items() if k != "signature"},
+                   {**envelope, "signature": "not base64!"}, {**envelope, "certificate_chain": "junk"}):
+        (problem,) = verify_detached(data, broken, chains[0]["root"].read_bytes())
+        assert "malformed" in problem or "does not verify" in problem, problem
+
+
+def test_an_algorithm_that_does_not_fit_the_key_names_signing_algorithm(chains):
+    ours = chains[0]
+    with pytest.raises(CredentialError, match=r"^signing.algorithm: ed25519 does not fit the key .* \(an EC secp256r1 key\)"):
+        load_signer(str(ours["chain"]), str(ours["key"]), None, "ed25519")
