@@ -29,7 +29,8 @@ from jobs.generate.actors import LINEAGE, lineage
 from jobs.generate.manifest import signature_path
 from jobs.generate.regenerate import COLUMNS, regenerate
 from jobs.store import layout
-from jobs.store.credentials import Reading, read_png, verify_detached
+from jobs.store.chains import verify_detached
+from jobs.store.credentials import Reading, read_png
 from jobs.store.png import decode_png
 from jobs.store.storage import Store
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from jobs.store import credentials, provenance
-from jobs.store.credentials import CredentialError, load_signer, read_png, verify_detached
+from jobs.store.chains import verify_detached
+from jobs.store.credentials import CredentialError, load_signer, read_png
 from jobs.store.png import decode_png, encode_png, has_c2pa, without_c2pa
 from tests.tamper import change_in_manifest, change_pixel, strip_manifest
 
