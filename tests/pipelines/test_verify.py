@@ -35,6 +35,21 @@ def lines_of(out):
     return {m.group(2): m.group(0) for m in re.finditer(r"^  (ok  |FAIL|--  ) (\w+)\s+.*$", out, re.M)}
 
 
+def copied_night(tiny_night, tmp_path):
+    """A copy of the tiny night's ROOT to tamper with: (Store, its one Parquet file, that table, an image row's id,
+    a text row's id)."""
+    from jobs.store.storage import Store
+
+    _, store, _ = tiny_night
+    copy = Store(str(tmp_path / "root"))
+    shutil.copytree(store.root, copy.root, ignore=shutil.ignore_patterns("checkpoints"))
+    (path,) = copy.files("generated", f"date={RUN_DATE}", suffix=".parquet")
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    return (copy, path, table, next(r for r in rows if r["modality"] == "image")["id"],
+            next(r for r in rows if r["modality"] == "text")["id"])
+
+
 def test_c2pa_python_reads_every_published_image_with_its_source_type_model_and_checkpoint(tiny_night):
     _, store, _ = tiny_night
     root = (Path(os.environ["AIGC_KEYS_DIR"]) / "root.pem").read_text()
@@ -106,16 +121,7 @@ def test_verify_fails_a_changed_pixel_a_changed_lineage_field_a_stripped_manifes
 
 
 def test_verify_fails_a_published_row_whose_lineage_was_edited_and_names_the_field(tiny_night, tmp_path, capsys):
-    from jobs.store.storage import Store
-
-    _, store, _ = tiny_night
-    copy = Store(str(tmp_path / "root"))
-    shutil.copytree(store.root, copy.root, ignore=shutil.ignore_patterns("checkpoints"))
-    (path,) = copy.files("generated", f"date={RUN_DATE}", suffix=".parquet")
-    table = pq.read_table(path)
-    rows = table.to_pylist()
-    image = next(r for r in rows if r["modality"] == "image")["id"]
-    text = next(r for r in rows if r["modality"] == "text")["id"]
+    copy, path, table, image, text = copied_night(tiny_night, tmp_path)
     edited = pc.is_in(table.column("id"), pa.array([image, text]))
     table = table.set_column(table.schema.get_field_index("seed"), "seed",
                              pc.if_else(edited, pc.add(table.column("seed"), 1), table.column("seed")))
@@ -173,16 +179,7 @@ def test_a_row_planted_twice_or_a_file_the_manifest_does_not_list_fails_and_no_a
         tiny_night, tmp_path, capsys):
     """Review findings kept as tests: an id published twice fails (the forged copy sorts first), a file slipped
     into a signed partition fails, and without trust anchors nothing is VERIFIED."""
-    from jobs.store.storage import Store
-
-    _, store, _ = tiny_night
-    copy = Store(str(tmp_path / "root"))
-    shutil.copytree(store.root, copy.root, ignore=shutil.ignore_patterns("checkpoints"))
-    (path,) = copy.files("generated", f"date={RUN_DATE}", suffix=".parquet")
-    table = pq.read_table(path)
-    rows = table.to_pylist()
-    text = next(r for r in rows if r["modality"] == "text")["id"]
-    image = next(r for r in rows if r["modality"] == "image")["id"]
+    copy, path, table, image, text = copied_night(tiny_night, tmp_path)
     planted = table.filter(pc.equal(table.column("id"), text))
     planted = planted.set_column(planted.schema.get_field_index("text"), "text", pa.array(["forged"], pa.string()))
     Path(copy.path("generated", "date=2000-01-01")).mkdir(parents=True)
