@@ -8,7 +8,11 @@ into windows of ``context + 1`` tokens; PAD fills the last window and is ignored
 
 Sampling draws each row with its own CPU generator (temperature, top-k, top-p, max new tokens, stop
 sequences; ``cache: false`` recomputes the whole sequence at every step), one row at a time, so a row's text depends only on its seed, prompt, sampler settings and the
-weights, never on the batch it came in. A family provides ``logits(tokens, state)``: the next-token logits
+weights, never on the batch it came in. ``heal: true`` (the default) heals the prompt's last token (token healing, as
+in Microsoft's guidance): a BPE learns " word" with its leading space as one token, so a prompt ending in a space
+("The ") leaves the model only word *pieces* to continue with ("The ses the ..."); healing drops that last token and
+lets the first new token be any token that starts with its text. Rows recorded before the setting existed have no
+``heal`` key and sample as they did (``LEGACY_SAMPLER``). A family provides ``logits(tokens, state)``: the next-token logits
 for ``tokens [B, T]`` continuing from ``state`` (a KV cache, an RNN state) and the new state.
 """
 
@@ -27,6 +31,9 @@ from .base import GenerativeModel, row_generator
 BOS, EOS, PAD = 256, 257, 258  # the byte tokenizer's special tokens
 VOCAB_SIZE = 259
 SPECIALS = ["<bos>", "<eos>", "<pad>"]
+SAMPLER_DEFAULTS: dict[str, Any] = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "max_new_tokens": 64, "stop": [],
+                                    "batched": False, "heal": True, "repetition_penalty": 1.0}
+LEGACY_SAMPLER = {"heal": False}  # settings added later, as rows recorded without them were sampled
 DEFAULT_PROMPTS = ("The ", "A ", "In ")  # what a text model is sampled with when nobody asked for a prompt:
 #   its registry samples, per-epoch samples and a candidate's evaluation
 
@@ -45,8 +52,12 @@ class TextConfig:
     tokenizer: str = "bytes"  # bytes | bpe (byte-level BPE trained on the training texts)
     vocab_size: int = 1024  # bpe only: merges + 256 bytes + 3 special tokens
     tokenizer_json: str = ""  # bpe only: the trained tokenizer (filled in from the data before training)
+    sampler: dict[str, Any] = dataclasses.field(default_factory=dict)  # this model's own sampler defaults
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.sampler) - set(SAMPLER_DEFAULTS))
+        if unknown:
+            raise ValueError(f"sampler: unknown setting(s) {', '.join(unknown)} (known: {', '.join(SAMPLER_DEFAULTS)})")
         if self.tokenizer not in ("bytes", "bpe"):
             raise ValueError(f"tokenizer must be 'bytes' or 'bpe', got {self.tokenizer!r}")
         if self.tokenizer == "bpe" and self.vocab_size < 260:
@@ -133,7 +144,9 @@ class TextModel(GenerativeModel):
         return loss, {"loss": loss.detach()}
 
     def sampler_defaults(self) -> dict[str, Any]:
-        return {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "max_new_tokens": 64, "stop": [], "batched": False}
+        """The family's defaults under the model's own (``sampler`` in its config: what its candidate evaluation
+        samples with, and what every request starts from)."""
+        return {**SAMPLER_DEFAULTS, **getattr(self.config, "sampler", {})}
 
     def prefill(self, rows: list[list[int]]) -> tuple[torch.Tensor, Any]:
         """Prompts (token lists of any lengths) -> next-token logits ``[B, V]`` and a batched state."""
@@ -163,17 +176,36 @@ class TextModel(GenerativeModel):
         finally:
             self.train(was_training)
 
-    def _prompt(self, prompt: str, s: dict[str, Any]) -> tuple[list[int], int]:
-        """The prompt's tokens (cut to the context from the left) and the row's token budget."""
-        tokens, budget = [self.tokenizer.bos, *self.tokenizer.encode(prompt)], int(s["max_new_tokens"])
+    def _prompt(self, prompt: str, s: dict[str, Any]) -> tuple[list[int], int, str, torch.Tensor | None]:
+        """The prompt's tokens (cut to the context from the left), the row's token budget, and with ``heal`` the
+        text of the dropped last token and the mask of the tokens the first new one may be."""
+        tokens, budget = self.tokenizer.encode(prompt), int(s["max_new_tokens"])
+        healed, allowed = "", None
+        if s.get("heal") and tokens:
+            healed = self.tokenizer.decode(tokens[-1:])
+            if prompt.endswith(healed):
+                allowed = self._starting_with(healed)
+                tokens, budget = tokens[:-1], budget + 1  # the healed token is given back to the budget
+            else:  # a token that does not decode alone (part of a character): leave the prompt as it is
+                healed = ""
+        tokens = [self.tokenizer.bos, *tokens]
         if self.max_context:
             tokens = tokens[-(self.max_context - 1):]
             budget = min(budget, self.max_context - len(tokens))
-        return tokens, budget
+        return tokens, budget, healed, allowed
+
+    def _starting_with(self, text: str) -> torch.Tensor:
+        """``[V]`` bool: the tokens whose text starts with ``text`` (computed once per text)."""
+        cache = self.__dict__.setdefault("_heal_cache", {})
+        if text not in cache:
+            specials = (self.tokenizer.bos, self.tokenizer.eos, self.tokenizer.pad)
+            cache[text] = torch.tensor([t not in specials and self.tokenizer.decode([t]).startswith(text)
+                                        for t in range(self.tokenizer.vocab_size)])
+        return cache[text]
 
     def _sample_batch(self, prompts: list[str], seeds: list[int], s: dict[str, Any]) -> list[str]:
         gens = [row_generator(seed) for seed in seeds]
-        rows, budgets = zip(*(self._prompt(p, s) for p in prompts))
+        rows, budgets, healed, allowed = zip(*(self._prompt(p, s) for p in prompts))
         stops = [str(x) for x in s.get("stop") or []]
         outs: list[list[int]] = [[] for _ in prompts]
         active = [b > 0 for b in budgets]
@@ -184,7 +216,9 @@ class TextModel(GenerativeModel):
             for i in range(len(prompts)):
                 if not active[i]:
                     continue
-                tok = draw(probs_rows[i], gens[i], float(s["temperature"]), int(s["top_k"]), float(s["top_p"]))
+                row = probs_rows[i] if outs[i] or allowed[i] is None else _only(probs_rows[i], allowed[i])
+                row = _penalise(row, outs[i], float(s.get("repetition_penalty", 1.0)))
+                tok = draw(row, gens[i], float(s["temperature"]), int(s["top_k"]), float(s["top_p"]))
                 if tok in (self.tokenizer.eos, self.tokenizer.bos, self.tokenizer.pad):
                     active[i] = False
                     continue
@@ -195,17 +229,20 @@ class TextModel(GenerativeModel):
             if not any(active):
                 break
             logits, state = self.decode_step(torch.tensor(nxt, device=self.device), state)
-        return [p + self.tokenizer.decode(o) for p, o in zip(prompts, outs)]
+        return [_join(p, h, self.tokenizer.decode(o)) for p, h, o in zip(prompts, healed, outs)]
 
     def _sample_one(self, prompt: str, seed: int, s: dict[str, Any]) -> str:
         gen, device = row_generator(seed), self.device
-        prompt_tokens, budget = self._prompt(prompt, s)
+        prompt_tokens, budget, healed, allowed = self._prompt(prompt, s)
         cache = bool(s.get("cache", True))
         logits, state = self.logits(torch.tensor([prompt_tokens], device=device))
         out: list[int] = []
         stops = [str(x) for x in s.get("stop") or []]
         for _ in range(budget):
-            nxt = draw(logits[0, -1].float().cpu(), gen, float(s["temperature"]), int(s["top_k"]), float(s["top_p"]))
+            last = logits[0, -1].float().cpu()
+            last = last if out or allowed is None else _only(last, allowed)
+            last = _penalise(last, out, float(s.get("repetition_penalty", 1.0)))
+            nxt = draw(last, gen, float(s["temperature"]), int(s["top_k"]), float(s["top_p"]))
             if nxt in (self.tokenizer.eos, self.tokenizer.bos, self.tokenizer.pad):
                 break
             out.append(nxt)
@@ -215,7 +252,30 @@ class TextModel(GenerativeModel):
                 logits, state = self.logits(torch.tensor([[nxt]], device=device), state)
             else:  # recompute the whole sequence (for checking the cache, and measuring what it saves)
                 logits, _ = self.logits(torch.tensor([prompt_tokens + out], device=device))
-        return prompt + self.tokenizer.decode(out)
+        return _join(prompt, healed, self.tokenizer.decode(out))
+
+
+def _only(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    return logits.masked_fill(~allowed[:logits.numel()], float("-inf"))
+
+
+def _penalise(logits: torch.Tensor, seen: list[int], penalty: float) -> torch.Tensor:
+    """The repetition penalty of Keskar et al. (2019), over the tokens this row has generated: their logits are
+    divided by ``penalty`` when positive and multiplied when negative (1.0: off). Per row, so a row's text still
+    depends on its own seed alone."""
+    if penalty == 1.0 or not seen:
+        return logits
+    idx = torch.tensor(sorted(set(seen)))
+    picked = logits[idx]
+    return logits.index_copy(0, idx, torch.where(picked > 0, picked / penalty, picked * penalty))
+
+
+def _join(prompt: str, healed: str, new: str) -> str:
+    """``prompt + continuation``: with a healed prompt the new text starts with the healed token's text (unless
+    generation ended before a first token), which is the prompt's own end."""
+    if healed and new.startswith(healed):
+        new = new[len(healed):]
+    return prompt + new
 
 
 def draw(logits: torch.Tensor, gen: torch.Generator, temperature: float, top_k: int, top_p: float) -> int:

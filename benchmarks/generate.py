@@ -15,7 +15,7 @@ Last, sampling and finishing are timed apart on one CPU thread each: a GPU night
 ``finishing_rows_per_s_one_cpu`` finishing actors (``generate.encode_concurrency``) to keep its GPUs busy.
 
     .venv/bin/python benchmarks/generate.py --root runs --rows 20000 --big 200000 --huge 1000000 [--json out.json]
-    python benchmarks/generate.py --torch-only --weights runs/models/digits-gan/<v>/model.safetensors --device cuda
+    python benchmarks/generate.py --torch-only --weights runs/models/digits-vae/<v>/model.safetensors --device cuda
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/demo.yaml")
     p.add_argument("--root", default="runs")
-    p.add_argument("--model", default="digits-gan")
+    p.add_argument("--model", default="digits-vae")
     p.add_argument("--rows", type=int, default=20000)
     p.add_argument("--big", type=int, default=0, help="also compare the loop and the pipeline at this many rows")
     p.add_argument("--huge", type=int, default=0, help="also run the pipeline alone at this many rows (driver memory)")

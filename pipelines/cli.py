@@ -20,12 +20,12 @@ examples:
   aigc nightly                                  # the demo: configs/demo.yaml, output in ./runs
   aigc nightly --config my.yaml --date 2026-11-20
   aigc nightly --config my.yaml --date 2026-11-01..2026-11-07   # backfill a week, one partition per date
-  aigc train --config my.yaml --model digits-gan --set train.epochs=3
-  aigc train --model digits-gan                 # after Ctrl-C or a lost machine: resumes that run (--fresh: not)
+  aigc train --config my.yaml --model digits-vae --set train.epochs=3
+  aigc train --model digits-vae                 # after Ctrl-C or a lost machine: resumes that run (--fresh: not)
   aigc generate --config my.yaml --count 100 --set generate.batch_size=32
   aigc inspect runs/generated/date=2026-11-23
-  aigc promote digits-gan                       # list versions (* = production) with their final metrics
-  aigc promote digits-gan 20261124-231157-c21694dd
+  aigc promote digits-vae                       # list versions (* = production) with their final metrics
+  aigc promote digits-vae 20261124-231157-c21694dd
   aigc regenerate --id 3f2a9c0d1e4b5a6978877665  # rebuild a published row and check it is identical
   aigc verify --id 3f2a9c0d1e4b5a6978877665     # its signed Content Credentials, lineage and regeneration
   aigc verify downloads/3f2a.png                # a file: who signed it, is it intact, which row is it

@@ -256,9 +256,11 @@ def page(night: dict[str, Any], nights: list[dict[str, Any]], images: dict, text
     checks = _table(["model", "metric", "value", "baseline", "bound", "passed"],
                     [[r["model"], r["metric"], r["value"], r["baseline"], r["bound"],
                       None if r["passed"] is None else "pass" if r["passed"] else "FAIL"] for r in _headline_rows(night)])
-    lift = _table(["model", "real accuracy", "mixed accuracy", "lift", "k per label", "synthetic per label"],
-                  [[m, v.get("real_accuracy"), v.get("mixed_accuracy"), v.get("lift"), v.get("k_per_label"),
-                    v.get("synthetic_per_label")] for m, v in (night.get("augmentation_lift") or {}).items()])
+    lift = _table(["model", "real accuracy", "mixed accuracy", "lift", "lift sd", "repeats", "k per label",
+                   "synthetic per label"],
+                  [[m, v.get("real_accuracy"), v.get("mixed_accuracy"), v.get("lift"), v.get("lift_sd"), v.get("repeats"),
+                    v.get("k_per_label"), v.get("synthetic_per_label")]
+                   for m, v in (night.get("augmentation_lift") or {}).items()])
     stages = night.get("stages") or []
     timings = _table(["stage", "seconds", "rows", "rows/s", "note"],
                      [[s.get("stage"), s.get("seconds"), s.get("rows"), s.get("rows_per_second"), s.get("note")] for s in stages])

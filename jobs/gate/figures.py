@@ -7,8 +7,10 @@ The filters (``jobs.generate.filters``) judge single rows; the gate judges a who
   conditional accuracy (the classifier's top class is the requested label); improved precision/recall
   (k-NN manifolds, k=3); memorisation rate (share closer to a training image than the near-copy threshold);
   augmentation lift (``jobs.gate.lift``).
-- text models: held-out perplexity, distinct-1/2 (distinct word n-grams), self-similarity and copy rate
-  (share of texts whose shingles are mostly found in the training texts).
+- text models: held-out perplexity, distinct-1/2 (distinct word n-grams), self-similarity, copy rate
+  (share of texts whose shingles are mostly found in the training texts), and word validity: ``real_words`` (the
+  share of generated words in wordfreq's English list) and ``real_texts`` (the share of texts at least 80% real
+  words), which is what tells language from word-shaped noise.
 
 Two sets get these figures: a *candidate* model right after training (``evaluate_model``: it samples a fixed
 seed set, the same seeds for the candidate and for production, so the comparison is paired), and tonight's
@@ -34,6 +36,7 @@ from jobs.data.curated import curated_rows, decode_images
 from jobs.gate.lift import augmentation_lift
 from jobs.gate.references import References
 from jobs.gate.spec import GateSpec
+from jobs.gate.words import word_validity
 from jobs.store import registry
 from jobs.store.registry import ModelCard, ModelRef
 from jobs.store.storage import Store
@@ -69,6 +72,7 @@ def image_figures(refs: References, pixels: np.ndarray, labels: list[str | None]
 def text_figures(refs: References, texts: list[str], copy_overlap: float) -> dict[str, float]:
     out = {"distinct_1": q.distinct_n(texts, 1), "distinct_2": q.distinct_n(texts, 2),
            "self_similarity": q.self_similarity(texts)}
+    out.update({k: v for k, v in word_validity(texts).items() if v == v})  # NaN: no words at all
     if refs.shingles is not None:
         judged = [o for o in map(refs.text_overlap, texts) if o is not None]
         out["copy_rate"] = float(np.mean([o > copy_overlap for o in judged])) if judged else 0.0
@@ -172,7 +176,7 @@ evaluate_model_remote = ray.remote(num_cpus=1)(evaluate_model)
 evaluate_rows_remote = ray.remote(num_cpus=1)(evaluate_rows)
 
 EVALUATION_SETTINGS = ("samples_per_label", "text_samples", "val_texts", "copy_overlap")
-EVALUATION_FORMAT = 2  # 2: text evaluations name their tokens; an evaluation.json of another format is recomputed
+EVALUATION_FORMAT = 3  # 2: text evaluations name their tokens; 3: and their word validity; an evaluation.json of another format is recomputed
 
 
 def _on(device: str, gpus: float) -> dict[str, Any]:

@@ -11,6 +11,7 @@ GATE_METRICS = {
     "fd": "lower", "kid": "lower", "conditional_accuracy": "higher", "precision": "higher", "recall": "higher",
     "memorisation_rate": "lower", "augmentation_lift": "higher",
     "perplexity": "lower", "distinct_1": "higher", "distinct_2": "higher", "self_similarity": "lower", "copy_rate": "lower",
+    "real_words": "higher", "real_texts": "higher",
 }
 
 
@@ -22,6 +23,7 @@ class LiftSpec(Strict):
     k_per_label: int = Field(10, ge=1)
     synthetic_per_label: int = Field(50, ge=1)
     steps: int = Field(200, ge=1)  # optimiser steps of each classifier, whatever its training-set size
+    repeats: int = Field(3, ge=1)  # classifier pairs averaged (own rows and seeds each): one pair is +-0.02 noise
     seed: int = 0
 
 
@@ -39,9 +41,11 @@ class GateSpec(Strict):
     max_rows: int = Field(2000, ge=10)  # rows per model of tonight's output scored by the gate (even stride)
     copy_overlap: float = Field(0.5, gt=0, le=1)  # copy_rate counts texts with more of their shingles in training
     absolute: dict[str, float] = Field(default_factory=lambda: {
-        "conditional_accuracy": 0.5, "memorisation_rate": 0.2, "copy_rate": 0.5})
+        "conditional_accuracy": 0.5, "memorisation_rate": 0.2, "copy_rate": 0.5})  # real_words: English only, so opt-in
+    # fd 1.25: the same recipe retrained with another seed gave up to 1.6x (VAE) and 2.2x (DCGAN) another seed's
+    # FD on the demo data (benchmarks/image_quality.py); a tighter bound refuses good retrained models for noise.
     relative: dict[str, float] = Field(default_factory=lambda: {
-        "fd": 0.5, "conditional_accuracy": 0.1, "perplexity": 0.25, "distinct_2": 0.25})
+        "fd": 1.25, "conditional_accuracy": 0.1, "perplexity": 0.25, "distinct_2": 0.25})
     lift: LiftSpec = Field(default_factory=lambda: LiftSpec())
 
     @field_validator("absolute", "relative")

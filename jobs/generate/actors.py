@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
+from aigc_models.text import LEGACY_SAMPLER
 from jobs.gate.references import References
 from jobs.generate import filters
 from jobs.generate.plan import NightRun, RowSource
@@ -109,6 +110,8 @@ class SamplingActor:
     def _sample(self, model: Any, conditions: list, seeds: list[int], sampler: dict[str, Any]) -> list:
         import torch
 
+        if model.modality == "text":  # a row recorded before a setting existed samples as it did then
+            sampler = {**LEGACY_SAMPLER, **sampler}
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):
             return model.sample(conditions, seeds, **sampler)
 

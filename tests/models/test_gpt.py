@@ -93,3 +93,61 @@ def test_bpe_tokenizer_round_trips_any_text_and_travels_in_the_checkpoint(tmp_pa
     assert aigc_models.load(path).sample(["Fresh "], [3]) == model.sample(["Fresh "], [3])
     with pytest.raises(ValueError, match="tokenizer 'bpe' needs tokenizer_json"):
         tiny(tokenizer="bpe")
+
+
+def _bpe_model():
+    from aigc_models.text import train_bpe
+
+    corpus = ["The bread is fresh and the table is set for the morning."] * 40
+    return tiny(tokenizer="bpe", vocab_size=300, tokenizer_json=train_bpe(iter(corpus), vocab_size=300))
+
+
+def test_token_healing_lets_a_prompt_ending_in_a_space_continue_with_whole_words():
+    """A BPE learns " bread" (with its space) as one token; a prompt "The " ends on a lone space token, after
+    which only word pieces can follow. Healing drops that token and makes the first new one start with it."""
+    m = _bpe_model()
+    space = m.tokenizer.encode(" ")[0]
+    assert m.tokenizer.encode("The ")[-1] == space  # the trailing space is a token of its own
+    allowed = m._starting_with(" ")
+    assert allowed[m.tokenizer.encode(" bread")[0]] and not allowed[m.tokenizer.encode("bread")[0]]
+    healed = m.sample(["The ", "The "], [1, 2], max_new_tokens=6)
+    raw = m.sample(["The ", "The "], [1, 2], max_new_tokens=6, heal=False)
+    assert all(t.startswith("The ") for t in healed + raw)
+    assert healed != raw  # the first token is drawn from another set
+    batched = m.sample(["The ", "The "], [1, 2], max_new_tokens=6, batched=True)
+    assert batched == healed  # the batched path heals the same way
+
+
+def test_rows_recorded_without_heal_sample_as_before_it_existed():
+    from aigc_models.text import LEGACY_SAMPLER
+
+    m = _bpe_model()
+    assert m.sampler_defaults()["heal"] is True and LEGACY_SAMPLER == {"heal": False}
+    old_row = {k: v for k, v in m.sampler_defaults().items() if k not in ("heal", "repetition_penalty")}
+    assert m.sample(["The "], [4], **{**LEGACY_SAMPLER, **old_row}) == m.sample(["The "], [4], **old_row, heal=False)
+
+
+def test_repetition_penalty_lowers_a_repeated_tokens_logit_for_that_row_only():
+    from aigc_models.text import _penalise
+
+    logits = torch.tensor([2.0, -1.0, 0.5])
+    out = _penalise(logits, [0, 1, 0], 2.0)
+    assert out.tolist() == [1.0, -2.0, 0.5]  # positive halved, negative doubled, unseen untouched
+    assert _penalise(logits, [0], 1.0) is logits
+    m = tiny()
+    free = m.sample(["ab", "ab"], [1, 2], max_new_tokens=20, temperature=0)
+    penalised = m.sample(["ab", "ab"], [1, 2], max_new_tokens=20, temperature=0, repetition_penalty=3.0)
+    assert penalised != free
+    assert m.sample(["ab"], [2], max_new_tokens=20, temperature=0, repetition_penalty=3.0)[0] == penalised[1]
+
+
+def test_a_model_carries_its_own_sampler_defaults_in_its_config(tmp_path):
+    import pytest
+
+    m = tiny(sampler={"temperature": 0, "repetition_penalty": 1.5})
+    assert m.sampler_defaults()["temperature"] == 0 and m.sampler_defaults()["top_k"] == 40
+    assert m.sample(["ab"], [1], max_new_tokens=6) == m.sample(["ab"], [2], max_new_tokens=6)  # greedy by default now
+    aigc_models.save(m, tmp_path / "m.safetensors")
+    assert aigc_models.load(tmp_path / "m.safetensors").sampler_defaults() == m.sampler_defaults()
+    with pytest.raises(ValueError, match="sampler: unknown setting\\(s\\) temprature"):
+        tiny(sampler={"temprature": 0.5})

@@ -60,3 +60,4 @@ def test_perplexity_is_lower_on_text_the_model_was_trained_on():
         opt.step()
     after = q.perplexity(model, text)
     assert after < before / 4 and after >= 1.0
+

@@ -21,7 +21,7 @@ def write(tmp_path, mutate):
 
 def test_demo_and_tiny_configs_are_valid():
     demo = load_config(DEFAULT_CONFIG)
-    assert demo.output == "./runs" and [m.family for m in demo.models] == ["dcgan", "gpt"]
+    assert demo.output == "./runs" and [m.family for m in demo.models] == ["vae", "gpt"]
     assert load_config(TINY).models[0].hyperparameters == {"g_width": 8, "d_width": 8, "z_dim": 16}
 
 

@@ -78,7 +78,11 @@ def test_a_backfill_with_a_failing_date_publishes_the_others_with_a_partition_an
     assert fd["bound"] == pytest.approx(base["figures"]["fd"] * 11)
     figures = manifest["gate"]["figures"]
     assert {"fd", "kid", "precision", "recall", "conditional_accuracy", "memorisation_rate", "augmentation_lift"} <= set(figures["tiny-gan"])
-    assert {"distinct_1", "distinct_2", "self_similarity", "copy_rate"} <= set(figures["tiny-gpt"])
+    assert {"distinct_1", "distinct_2", "self_similarity", "copy_rate", "real_words", "real_texts"} <= set(figures["tiny-gpt"])
+    assert 0 <= figures["tiny-gpt"]["real_words"] <= 1 and 0 <= figures["tiny-gpt"]["real_texts"] <= 1
+    lift = report["augmentation_lift"]["tiny-gan"]  # the mean of three classifier pairs, each with its own rows
+    assert lift["repeats"] == 3 and len(lift["lifts"]) == 3 and lift["lift_sd"] is not None
+    assert lift["lift"] == pytest.approx(sum(lift["lifts"]) / 3, abs=1e-4) == pytest.approx(figures["tiny-gan"]["augmentation_lift"], abs=1e-4)
 
     html = store.read_bytes("reports", "run_date=2026-11-22", "index.html").decode()
     trend = html.split('data-chart="tiny-gan/fd"', 1)[1].split("</svg>", 1)[0]
