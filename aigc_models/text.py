@@ -256,7 +256,12 @@ class TextModel(GenerativeModel):
 
 
 def _only(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    return logits.masked_fill(~allowed[:logits.numel()], float("-inf"))
+    """``logits`` with every token outside ``allowed`` (the tokenizer's vocabulary; a model's output layer can be
+    padded past it, as many pretrained ones are) at -inf."""
+    mask = torch.zeros(logits.numel(), dtype=torch.bool)
+    n = min(len(allowed), logits.numel())
+    mask[:n] = allowed[:n]
+    return logits.masked_fill(~mask, float("-inf"))
 
 
 def _penalise(logits: torch.Tensor, seen: list[int], penalty: float) -> torch.Tensor:

@@ -151,3 +151,11 @@ def test_a_model_carries_its_own_sampler_defaults_in_its_config(tmp_path):
     assert aigc_models.load(tmp_path / "m.safetensors").sampler_defaults() == m.sampler_defaults()
     with pytest.raises(ValueError, match="sampler: unknown setting\\(s\\) temprature"):
         tiny(sampler={"temprature": 0.5})
+
+
+def test_healing_masks_an_output_layer_padded_past_the_vocabulary():
+    from aigc_models.text import _only
+
+    allowed = torch.tensor([True, False, True])
+    out = _only(torch.zeros(5), allowed)  # two padded logits beyond the tokenizer's three tokens
+    assert out.tolist() == [0.0, float("-inf"), 0.0, float("-inf"), float("-inf")]
