@@ -7,7 +7,8 @@ torch alone; then samples 100 images per label and scores them with the gate's o
 conditional accuracy, memorisation) and the augmentation lift (``jobs.gate.lift``), the lift averaged over
 ``--lift-repeats`` classifier seeds and real subsets so its own noise is measured too.
 
-    .venv/bin/python benchmarks/image_quality.py [--recipes dcgan vae ddpm ...] [--seeds 0 1 2] [--json out.json]
+    .venv/bin/python benchmarks/image_quality.py [--recipes dcgan vae ddpm-ddim10 ...] [--seeds 0 1 2] [--json out.json]
+        [--budget-seconds S] [--check benchmarks/results/image_quality.json] [--summarise RESULTS_JSON]
 
 Prints a table (mean and spread over seeds per recipe) and writes JSON (default
 ``benchmarks/results/image_quality.json``).
@@ -193,13 +194,6 @@ def check(rows: list[dict], reference_path: str) -> list[str]:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--summarise"]:  # the table of a saved run: benchmarks/image_quality.py --summarise FILE
-        import json
-
-        from models import table as print_table
-
-        print_table("image recipes (mean ± sd over seeds)", summary(json.loads(Path(sys.argv[2]).read_text())["runs"]))
-        return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -212,7 +206,16 @@ def main() -> None:
     p.add_argument("--check", metavar="REFERENCE_JSON", default=None,
                    help="exit 1 when a recipe's mean figures regressed against this saved run (the committed "
                         "benchmarks/results/image_quality.json is the reference per family)")
+    p.add_argument("--summarise", metavar="RESULTS_JSON", default=None,
+                   help="print the table of a saved run (its runs, summarised again) and exit")
     args = p.parse_args()
+    from models import table as print_table
+
+    if args.summarise:
+        import json
+
+        print_table("image recipes (mean ± sd over seeds)", summary(json.loads(Path(args.summarise).read_text())["runs"]))
+        return
     torch.set_num_threads(max(1, torch.get_num_threads()))
     px, y = digits_32()
     data = split(px, y)
@@ -226,8 +229,6 @@ def main() -> None:
             print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
             rows.append(row)
     table = summary(rows)
-    from models import table as print_table
-
     print_table("image recipes (mean ± sd over seeds; fd_spread: half the range over the mean)", table)
     problems = check(rows, args.check) if args.check else []
     save({"host": platform.node(), "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -34,31 +34,31 @@ from aigc_models.training import make_optimizers, optimizer_step  # noqa: E402
 PROMPTS = ["The ", "A function ", "In Python, "]
 PER_PROMPT = 20
 GPT = {"n_layer": 2, "n_embd": 128, "block_size": 128}
-# recipe -> (family, model config, epochs, batch size, sampler settings)
+VARIED = {"temperature": 1.0, "top_k": 0, "repetition_penalty": 1.5}  # the demo's sampler without its top-p
+
+
+def gpt(vocab: int, epochs: int = 10, **sampler) -> tuple[str, dict, int, int, dict]:
+    """A recipe: the demo's GPT with a ``vocab``-token BPE, ``epochs`` epochs of 32-document batches, ``sampler``."""
+    return "gpt", {**GPT, "tokenizer": "bpe", "vocab_size": vocab}, epochs, 32, sampler
+
+
+# recipe -> (family, model config, epochs, batch size, sampler settings); recipes differing only in sampling share
+# their training
 RECIPES: dict[str, tuple[str, dict, int, int, dict]] = {
-    "gpt-bpe1024-noheal": ("gpt", {**GPT, "tokenizer": "bpe", "vocab_size": 1024}, 10, 32, {"heal": False}),
-    "gpt-bpe1024": ("gpt", {**GPT, "tokenizer": "bpe", "vocab_size": 1024}, 10, 32, {}),
-    "gpt-bpe4096": ("gpt", {**GPT, "tokenizer": "bpe", "vocab_size": 4096}, 10, 32, {}),
-    "gpt-bpe4096-t1-rp1.3": ("gpt", {**GPT, "tokenizer": "bpe", "vocab_size": 4096}, 10, 32,
-                             {"temperature": 1.0, "repetition_penalty": 1.3}),
-    "gpt-bpe4096-pure-rp1.3": ("gpt", {**GPT, "tokenizer": "bpe", "vocab_size": 4096}, 10, 32,
-                               {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "repetition_penalty": 1.3}),
-    "gpt-bpe4096-p0.98-rp1.5": ("gpt", {**GPT, "tokenizer": "bpe", "vocab_size": 4096}, 10, 32,
-                                {"temperature": 1.0, "top_k": 0, "top_p": 0.98, "repetition_penalty": 1.5}),
-    "gpt-bpe4096-p0.95-rp1.5": ("gpt", {**GPT, "tokenizer": "bpe", "vocab_size": 4096}, 10, 32,
-                                {"temperature": 1.0, "top_k": 0, "top_p": 0.95, "repetition_penalty": 1.5}),
-    "gpt-bpe4096-t0.9-p0.98-rp1.5": ("gpt", {**GPT, "tokenizer": "bpe", "vocab_size": 4096}, 10, 32,
-                                     {"temperature": 0.9, "top_k": 0, "top_p": 0.98, "repetition_penalty": 1.5}),
-    "gpt-bpe4096-t0.95-p0.98-rp1.5": ("gpt", {**GPT, "tokenizer": "bpe", "vocab_size": 4096}, 10, 32,
-                                      {"temperature": 0.95, "top_k": 0, "top_p": 0.98, "repetition_penalty": 1.5}),
-    "gpt-bpe8192-p0.98-rp1.5": ("gpt", {**GPT, "tokenizer": "bpe", "vocab_size": 8192}, 10, 32,
-                                {"temperature": 1.0, "top_k": 0, "top_p": 0.98, "repetition_penalty": 1.5}),
-    "gpt-bpe4096-rp1.3": ("gpt", {**GPT, "tokenizer": "bpe", "vocab_size": 4096}, 10, 32, {"repetition_penalty": 1.3}),
-    "gpt-bpe2048-t1-rp1.3": ("gpt", {**GPT, "tokenizer": "bpe", "vocab_size": 2048}, 10, 32,
-                             {"temperature": 1.0, "repetition_penalty": 1.3}),
-    "gpt-bpe4096-e20-t1-rp1.3": ("gpt", {**GPT, "tokenizer": "bpe", "vocab_size": 4096}, 20, 32,
-                                 {"temperature": 1.0, "repetition_penalty": 1.3}),
-    "gpt-bpe4096-t0.9": ("gpt", {**GPT, "tokenizer": "bpe", "vocab_size": 4096}, 10, 32, {"temperature": 0.9}),
+    "gpt-bpe1024-noheal": gpt(1024, heal=False),
+    "gpt-bpe1024": gpt(1024),
+    "gpt-bpe2048-t1-rp1.3": gpt(2048, temperature=1.0, repetition_penalty=1.3),
+    "gpt-bpe4096": gpt(4096),
+    "gpt-bpe4096-t0.9": gpt(4096, temperature=0.9),
+    "gpt-bpe4096-rp1.3": gpt(4096, repetition_penalty=1.3),
+    "gpt-bpe4096-t1-rp1.3": gpt(4096, temperature=1.0, repetition_penalty=1.3),
+    "gpt-bpe4096-e20-t1-rp1.3": gpt(4096, 20, temperature=1.0, repetition_penalty=1.3),
+    "gpt-bpe4096-pure-rp1.3": gpt(4096, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.3),
+    "gpt-bpe4096-p0.98-rp1.5": gpt(4096, **VARIED, top_p=0.98),
+    "gpt-bpe4096-p0.95-rp1.5": gpt(4096, **VARIED, top_p=0.95),  # the demo's
+    "gpt-bpe4096-t0.9-p0.98-rp1.5": gpt(4096, **{**VARIED, "temperature": 0.9}, top_p=0.98),
+    "gpt-bpe4096-t0.95-p0.98-rp1.5": gpt(4096, **{**VARIED, "temperature": 0.95}, top_p=0.98),
+    "gpt-bpe8192-p0.98-rp1.5": gpt(8192, **VARIED, top_p=0.98),
 }
 
 
