@@ -10,6 +10,9 @@ The contract in short:
 - ``forward(phase, batch)`` returns ``(loss, metrics)`` for that phase. Putting the loss in ``forward`` keeps
   the model DistributedDataParallel-friendly: DDP synchronises gradients of what ``forward`` computes.
 - ``after_step(phase)`` runs after each optimiser step (EMA weights live there).
+- ``fits_data`` families also fit something to the training data once the optimiser is done (the VAE's latent
+  distribution per class): ``fit_statistics(batch)`` returns sums over one batch, which the trainer adds up over
+  every batch and worker and hands to ``fit(sums)`` before the final checkpoint (``aigc_models.training.fit_to_data``).
 - ``make_batch(columns)`` turns numpy columns (as Ray Data yields them) into tensors for ``forward``.
 - ``sample(conditions, seeds, **sampler)`` makes one output per row. Row ``i`` depends only on
   ``seeds[i]``, ``conditions[i]``, the sampler settings and the weights: never on the other rows.
@@ -44,6 +47,9 @@ class GenerativeModel(nn.Module):
     loss_metrics: ClassVar[tuple[str, ...]] = ("loss",)  # metrics of ``forward`` a loss curve plots (and their
     #   ``val_`` twins): the family says which of its metrics are losses
     pretrained: ClassVar[bool] = False  # weights come from a saved model, not from a random initialisation
+    fits_data: ClassVar[bool] = False  # a pass over the training data after the last step fits state (``fit``)
+    optional_state: ClassVar[tuple[str, ...]] = ()  # state keys a file written before they existed may lack: such a
+    #   file loads with their initial values (a VAE saved before its fitted prior samples from N(0, I), as it did)
 
     def __init__(self, config: Any) -> None:
         super().__init__()
@@ -62,6 +68,15 @@ class GenerativeModel(nn.Module):
 
     def make_batch(self, columns: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def fit_statistics(self, batch: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        """Sums over one training batch of what ``fit`` needs (``fits_data`` families): sums, so that batches and
+        workers add up to the statistics of the whole split, whatever the sharding. ``None``: the zeros (the start
+        of the sum, and all a worker with an empty shard contributes)."""
+        return {}
+
+    def fit(self, sums: dict[str, torch.Tensor]) -> None:
+        """Sets the fitted state from the statistics of the whole training split."""
 
     def forward(self, phase: str, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError

@@ -87,6 +87,9 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> GenerativeMode
             raise CheckpointError(f"{path}: tied weight {alias} points at missing key {stored}")
         state[alias] = state[stored]
     expected = model.state_dict()
+    for key in model.optional_state:  # a file older than the key: the initial value, as the model then behaved
+        if key in expected and key not in state:
+            state[key] = expected[key]
     unknown, missing = sorted(set(state) - set(expected)), sorted(set(expected) - set(state))
     if unknown or missing:
         raise CheckpointError(f"{path}: unknown keys {unknown[:5]}, missing keys {missing[:5]}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -57,3 +57,28 @@ def optimizer_step(model: GenerativeModel, ddp: Any, optimizers: dict, scheduler
         schedulers[phase].step()
         model.after_step(phase)
     return metrics
+
+
+@torch.no_grad()
+def fit_to_data(model: GenerativeModel, batches: Iterable[dict[str, torch.Tensor]], autocast: dict | None = None,
+                reduce: Callable[[torch.Tensor], None] | None = None) -> None:
+    """One pass over the training batches (already on the model's device) in eval mode, summing each batch's
+    ``fit_statistics``; ``reduce`` sums a tensor in place over the workers (``torch.distributed.all_reduce``) so
+    every worker fits the same state from the whole split. Families that fit nothing skip the pass."""
+    if not model.fits_data:
+        return
+    was_training = model.training
+    model.eval()
+    sums = model.fit_statistics(None)
+    try:
+        for batch in batches:
+            with torch.autocast(**(autocast or {"device_type": "cpu", "enabled": False})):
+                stats = model.fit_statistics(batch)
+            for k, v in stats.items():
+                sums[k] += v
+        for k in sorted(sums):  # the same order on every worker
+            if reduce is not None:
+                reduce(sums[k])
+        model.fit(sums)
+    finally:
+        model.train(was_training)

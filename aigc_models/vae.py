@@ -7,9 +7,17 @@ good fit for ink-on-paper images; ``recon: mse`` for photographs) plus ``beta * 
 ``beta`` ramps linearly from 0 to ``kl_weight`` over ``kl_warmup_steps`` optimiser steps so the decoder
 learns to use ``z`` before the prior pulls it in (Bowman et al. 2016).
 
-Sampling draws ``z`` from the prior with each row's own generator; ``reconstruct`` encodes and decodes
-real images through the posterior mean. Class conditioning concatenates a label embedding to the encoder's
-features and to ``z``.
+After the last optimiser step the trainer fits a Gaussian per class (full covariance) to the posterior means of
+the training images (``fits_data``; Ghosh et al. 2020's ex-post density estimation): the prior N(0, I) and the
+latents the decoder learned from never match, so prior samples fall between the digits and come out blurred;
+decoding from where the training images' latents are gave the demo's digits a third of the FD and recall
+0.57 -> 0.72 (README "What the output is worth"). The sampler setting ``prior`` is ``fitted`` for a model with a
+fitted distribution and ``standard`` (N(0, I)) for one without (a file saved before the fit existed, or an
+intermediate checkpoint): rows record it, so each regenerates from the distribution it was drawn from.
+
+Sampling draws the row's noise from its own generator (times ``temperature``); ``reconstruct`` encodes and
+decodes real images through the posterior mean. Class conditioning concatenates a label embedding to the
+encoder's features and to ``z``.
 """
 
 from __future__ import annotations
@@ -45,10 +53,16 @@ class VAEConfig(ImageConfig):
             raise ValueError("kl_weight and kl_warmup_steps must be >= 0")
 
 
+PRIORS = ("fitted", "standard")
+FIT_JITTER = 1e-5  # added to a class's covariance diagonal until its Cholesky factor exists
+
+
 class VAE(ImageModel):
     family = "vae"
     config_class = VAEConfig
     loss_metrics = ("loss", "recon", "kl")
+    fits_data = True
+    optional_state = ("prior_mean", "prior_scale", "prior_fitted")
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__(config)
@@ -72,6 +86,10 @@ class VAE(ImageModel):
         layers += [nn.ConvTranspose2d(c_in, config.channels, 4, 2, 1)]
         self.decoder = nn.Sequential(*layers)  # logits (bce) or values (mse) [B, C, R, R]
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        k, z = max(1, len(config.classes)), config.z_dim
+        self.register_buffer("prior_mean", torch.zeros(k, z))  # per class (one row when unconditional)
+        self.register_buffer("prior_scale", torch.eye(z).repeat(k, 1, 1))  # Cholesky factors of the covariances
+        self.register_buffer("prior_fitted", torch.zeros((), dtype=torch.long))
 
     def optimizer_settings(self, phase: str) -> OptimizerSettings:
         return OptimizerSettings(lr=self.config.lr, betas=(0.9, 0.999))
@@ -118,13 +136,67 @@ class VAE(ImageModel):
         return loss, {"loss": loss.detach(), "recon": recon.detach() / pixels, "kl": kl.detach(),
                       "beta": torch.tensor(beta)}
 
+    def _class_index(self, y: torch.Tensor | None, rows: int) -> torch.Tensor:
+        return y if y is not None else torch.zeros(rows, dtype=torch.long, device=self.device)
+
+    def fit_statistics(self, batch: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        """Per class: the count, sum and sum of outer products of the posterior means (float64)."""
+        k, z = self.prior_mean.shape
+        dev = self.prior_mean.device
+        sums = {"count": torch.zeros(k, dtype=torch.float64, device=dev),
+                "sum": torch.zeros(k, z, dtype=torch.float64, device=dev),
+                "outer": torch.zeros(k, z, z, dtype=torch.float64, device=dev)}
+        if batch is None:
+            return sums
+        y = batch.get("labels")
+        mean = self.encode(batch["images"], y)[0].double()
+        idx = self._class_index(y, len(mean))
+        sums["count"].index_add_(0, idx, torch.ones(len(mean), dtype=torch.float64, device=dev))
+        sums["sum"].index_add_(0, idx, mean)
+        sums["outer"].index_add_(0, idx, mean[:, :, None] * mean[:, None, :])
+        return sums
+
+    @torch.no_grad()
+    def fit(self, sums: dict[str, torch.Tensor]) -> None:
+        """Each class's mean and covariance Cholesky factor; a class with fewer than two images keeps N(0, I)."""
+        z = self.config.z_dim
+        eye = torch.eye(z, dtype=torch.float64, device=self.prior_mean.device)
+        for c, n in enumerate(sums["count"].tolist()):
+            if n < 2:
+                self.prior_mean[c].zero_()
+                self.prior_scale[c].copy_(eye)
+                continue
+            mean = sums["sum"][c] / n
+            cov = (sums["outer"][c] - n * torch.outer(mean, mean)) / (n - 1)
+            jitter = FIT_JITTER * float(cov.diagonal().mean().clamp_min(1e-12))
+            while True:
+                chol, info = torch.linalg.cholesky_ex(cov + jitter * eye)
+                if int(info) == 0:
+                    break
+                jitter *= 10
+            self.prior_mean[c].copy_(mean.float())
+            self.prior_scale[c].copy_(chol.float())
+        self.prior_fitted.fill_(1)
+
     def sample_chunk(self, y: torch.Tensor | None, seeds: list[int], settings: dict[str, Any]) -> torch.Tensor:
-        """Decodes ``z ~ N(0, I)`` (times ``temperature``) drawn from each row's seed."""
-        z = self.row_noise(seeds, self.config.z_dim).to(self.device) * float(settings["temperature"])
-        return self._to_images(self.decode(z, y))
+        """Decodes ``z`` from each row's own noise (times ``temperature``), through the fitted per-class
+        distribution (``prior: fitted``) or as it is (``prior: standard``, N(0, I))."""
+        noise = self.row_noise(seeds, self.config.z_dim).to(self.device) * float(settings["temperature"])
+        prior = settings.get("prior", "standard")
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
+        if prior == "fitted":
+            if not int(self.prior_fitted):
+                raise ValueError("prior 'fitted': this checkpoint has no fitted latent distribution (saved before "
+                                 "training finished, or by an older version); use prior: standard")
+            idx = self._class_index(y, len(noise))
+            with torch.autocast(device_type=noise.device.type, enabled=False):  # z in float32 under bf16 sampling
+                noise = self.prior_mean[idx] + torch.einsum("bij,bj->bi", self.prior_scale[idx], noise.float())
+        return self._to_images(self.decode(noise, y))
 
     def sampler_defaults(self) -> dict[str, Any]:
-        return {**super().sampler_defaults(), "temperature": 1.0}
+        return {**super().sampler_defaults(), "temperature": 1.0,
+                "prior": "fitted" if int(self.prior_fitted) else "standard"}
 
     @torch.no_grad()
     def reconstruct(self, images: np.ndarray, labels: Sequence[str | None] | None = None) -> list[np.ndarray]:

@@ -1,7 +1,7 @@
 """The gate's decisions: is a candidate model promoted, is tonight's output published.
 
 Both compare figures (``jobs.gate.figures``) with the config's bounds (``GateSpec``): ``absolute`` bounds, and
-``relative`` ones against a baseline. A candidate's baseline is the production version's evaluation on the same
+``relative`` ones against a baseline (a fraction of it, at least the figure's ``noise``). A candidate's baseline is the production version's evaluation on the same
 seeds; tonight's output's baseline is the last published night's figures of the same model (``output_baseline``).
 A figure that is not finite fails its checks; a figure a model does not have (text metrics of an image model)
 has none. The flows only carry the results: every rule lives here.
@@ -34,7 +34,8 @@ def check(model: str, figures: dict[str, float], baseline: dict[str, float] | No
     for metric, tol in spec.relative.items():
         base = (baseline or {}).get(metric)
         if metric in figures and base is not None and math.isfinite(base):
-            add(metric, base + tol * abs(base) if GATE_METRICS[metric] == "lower" else base - tol * abs(base), "relative")
+            slack = max(tol * abs(base), spec.noise.get(metric, 0.0))  # a ratio of a figure near zero is noise
+            add(metric, base + slack if GATE_METRICS[metric] == "lower" else base - slack, "relative")
     return checks
 
 

@@ -12,7 +12,7 @@ from jobs.runtime.spec import Strict
 # The sampler settings a request (or a request table's column) may set; each model family says which it takes
 # (its ``sampler_defaults``) and every row records the ones it was sampled with.
 SAMPLER_KEYS = ("temperature", "top_k", "top_p", "max_new_tokens", "stop", "steps", "eta", "guidance", "batched", "chunk",
-                "repetition_penalty", "heal")
+                "repetition_penalty", "heal", "prior")
 
 class RequestSpec(Strict):
     """A brief: ``per_label`` images of each label (all classes when ``labels`` is omitted), or
@@ -36,6 +36,8 @@ class RequestSpec(Strict):
     chunk: Optional[int] = Field(None, ge=1)  # image models: rows per network call (fixed shape; raise on a GPU)
     repetition_penalty: Optional[float] = Field(None, gt=0)  # text models: >1 makes a row's used tokens less likely
     heal: Optional[bool] = None  # text models: token healing of the prompt's last token (default true)
+    prior: Optional[Literal["fitted", "standard"]] = None  # VAEs: the latent distribution fitted to the training
+    #   images (default, once fitted) or N(0, I)
 
     @model_validator(mode="after")
     def _one_kind(self) -> "RequestSpec":

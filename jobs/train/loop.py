@@ -26,7 +26,7 @@ import torch
 
 import aigc_models
 from aigc_models.text import DEFAULT_PROMPTS
-from aigc_models.training import make_optimizers, optimizer_step
+from aigc_models.training import fit_to_data, make_optimizers, optimizer_step
 from jobs.runtime import faults
 from jobs.train import checkpoints
 
@@ -224,6 +224,15 @@ class _Worker:
             n += 1
         return sums, n, rows, waited
 
+    def fit_to_data(self) -> None:
+        """The family's fit after training (``GenerativeModel.fits_data``) over this worker's shard, summed over
+        the workers, so every worker holds the same fitted state."""
+        if not self.model.fits_data:
+            return
+        distributed = self.world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+        batches = ({k: v.to(self.device) for k, v in self.model.make_batch(c).items()} for c in self.batches("train"))
+        fit_to_data(self.model, batches, self.autocast, torch.distributed.all_reduce if distributed else None)
+
     def _optimizer_step(self, group: list[dict]) -> dict[str, float]:
         self.step += 1
         return optimizer_step(self.model, self.ddp, self.optimizers, self.schedulers, group, self.cfg.grad_clip, self.autocast)
@@ -238,6 +247,9 @@ class _Worker:
                **{k: v / max(n, 1) for k, v in sums.items()},
                **_validate(self.model, self.batches("val") if cfg.validate else None, cfg, self.device, self.autocast)}
         self.history.append(row)
+        final = self.done() or epoch + 1 == cfg.epochs
+        if final:  # fitted before the final checkpoint and the last epoch's samples, which show what it makes
+            self.fit_to_data()
         if self.rank == 0 and cfg.epoch_samples:
             samples = _epoch_samples(self.model)
             self.progress.append({"epoch": epoch + 1, "step": self.step, **(
@@ -245,7 +257,7 @@ class _Worker:
         if self.rank == 0:
             print(f"[{cfg.name}] epoch {epoch + 1}/{cfg.epochs} step {self.step} "
                   + " ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("scope", "epoch", "step")), flush=True)
-        if self.done() or epoch + 1 == cfg.epochs or (epoch + 1) % cfg.checkpoint_every == 0:
+        if final or (epoch + 1) % cfg.checkpoint_every == 0:
             self.save(row, epoch + 1, 0)
         else:
             ray.train.report(row)

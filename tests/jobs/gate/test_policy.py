@@ -25,6 +25,21 @@ def test_relative_bounds_tolerate_a_fraction_of_the_baseline():
     assert check("m", {"fd": 100.0}, None, spec) == []  # no baseline yet: nothing relative to check
 
 
+def test_a_relative_bound_is_never_tighter_than_the_figures_noise():
+    """FD near its floor (real digits against real digits: 0.013-0.027) doubles between training seeds: a ratio of
+    a 0.03 baseline alone would refuse a 0.07 night; the default noise of 0.05 lets it pass, and a real worsening
+    still fails."""
+    base = {"fd": 0.03, "distinct_2": 0.9}
+    default = GateSpec(absolute={}, relative={"fd": 1.25, "distinct_2": 0.25})
+    assert default.noise == {"fd": 0.05}
+    ok = check("m", {"fd": 0.079, "distinct_2": 0.9}, base, default)
+    assert all(c["passed"] for c in ok) and ok[0]["bound"] == pytest.approx(0.08)
+    assert failures(check("m", {"fd": 0.081}, base, default)) == ["m: fd 0.081 > 0.08 (relative bound)"]
+    ratio_only = GateSpec(absolute={}, relative={"fd": 1.25}, noise={})
+    assert failures(check("m", {"fd": 0.07}, base, ratio_only)) == ["m: fd 0.07 > 0.0675 (relative bound)"]
+    assert check("m", {"fd": 4.0}, {"fd": 2.0}, default)[0]["bound"] == pytest.approx(4.5)  # the ratio when it is wider
+
+
 def test_a_candidate_with_another_tokenizer_is_not_judged_on_per_token_perplexity():
     """Moving a text model from bytes to BPE multiplies its per-token perplexity (each token carries several
     bytes): the gate leaves perplexity out of that comparison, says so, and still compares the rest."""
@@ -57,7 +72,7 @@ def test_unknown_figures_are_config_errors_naming_the_key():
 
     with pytest.raises(ConfigError, match=r"^gate\.absolute: unknown figure 'fid'"):
         load_config(None, ["gate.absolute={fid: 3}"])
-    with pytest.raises(ConfigError, match=r"^gate\.relative: fd: a tolerated worsening is a fraction >= 0"):
+    with pytest.raises(ConfigError, match=r"^gate\.relative: fd: a tolerated worsening is >= 0"):
         load_config(None, ["gate.relative={fd: -1}"])
 
 

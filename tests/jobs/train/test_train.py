@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import aigc_models
 from jobs.store import registry
@@ -108,6 +109,7 @@ def test_every_family_trains_on_ray_and_generates(tmp_path, ray_local):
         assert ("samples.png" if card.modality == "image" else "samples.txt") in files and "loss_curve.png" in files
         metrics = pd.read_parquet(store.path(result.model.path, "metrics.parquet"))
         assert np.isfinite(metrics["val_loss"]).all() and "lr_factor" in metrics  # validated after the epoch
+    _vae_fit_covers_both_workers_shards(store)
     requests = [RequestSpec(model="v", labels=["3"], per_label=2), RequestSpec(model="d", per_label=1, steps=3, chunk=4),
                 RequestSpec(model="c", prompts=["The "], per_prompt=2, max_new_tokens=8)]
     gen = run_generation(GenerateSpec(requests=requests, concurrency=1, filters={"enabled": False}), store, "2026-11-21", "families")
@@ -118,6 +120,26 @@ def test_every_family_trains_on_ray_and_generates(tmp_path, ray_local):
     bpe = registry.load(store, registry.resolve(store, "c"))  # the tokenizer trained on the curated texts
     assert 259 < bpe.tokenizer.vocab_size <= 300 and len(bpe.tokenizer.encode("the ")) < len("the ")
     assert {(json.loads(s)["steps"], json.loads(s)["chunk"]) for s in rows.loc[rows.model_name == "d", "sampler"]} == {(3, 4)}
+
+
+def _vae_fit_covers_both_workers_shards(store) -> None:
+    """The VAE's latent fit after the last step (``fits_data``) is summed over the two workers: it equals the fit
+    over the whole training split on the driver, and the card's sampler records the fitted prior."""
+    from aigc_models.training import fit_to_data
+    from jobs.data.curated import rows_filter, split_dataset
+    from jobs.train.data import COLUMNS, training_columns
+
+    entry = registry.resolve(store, "v")
+    model = registry.load(store, entry)
+    assert entry.card.sampler_defaults["prior"] == "fitted" and int(model.prior_fitted) == 1
+    rows = split_dataset(store, entry.card.dataset_version, "train").to_table(
+        columns=COLUMNS, filter=rows_filter("image", None)).to_pandas()
+    driver = aigc_models.build("vae", model.config.__dict__)
+    driver.load_state_dict(model.state_dict())
+    driver.prior_fitted.zero_()
+    fit_to_data(driver, [driver.make_batch(training_columns(rows, "image"))])
+    assert torch.allclose(driver.prior_mean, model.prior_mean, atol=1e-5)
+    assert torch.allclose(driver.prior_scale, model.prior_scale, atol=1e-4)
 
 
 def test_learning_rate_warms_up_then_decays_on_a_cosine():
