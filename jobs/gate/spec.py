@@ -47,10 +47,11 @@ class GateSpec(Strict):
     # FD on the demo data (benchmarks/image_quality.py); a tighter bound refuses good retrained models for noise.
     relative: dict[str, float] = Field(default_factory=lambda: {
         "fd": 1.25, "conditional_accuracy": 0.1, "perplexity": 0.25, "distinct_2": 0.25})
-    # noise: a worsening this small (absolute) passes a relative bound whatever the ratio. FD has a floor: real
-    # digits against other real digits of the same split gave 0.013-0.027 (benchmarks/image_quality.py --recipes real), so
-    # a model near it moves by 2x between seeds, and a ratio of the baseline alone would refuse it for noise.
-    noise: dict[str, float] = Field(default_factory=lambda: {"fd": 0.05})
+    # noise: a worsening this small (absolute) passes a relative bound whatever the ratio. FD has a floor (real
+    # digits against other real digits of the same split: 0.019-0.027, benchmarks/image_quality.py --recipes real),
+    # and near it the demo's recipe moved 0.039-0.094 over five training seeds (2.4x): a ratio of the baseline
+    # alone would refuse good retrained models for noise.
+    noise: dict[str, float] = Field(default_factory=lambda: {"fd": 0.075})
     lift: LiftSpec = Field(default_factory=lambda: LiftSpec())
 
     @field_validator("absolute", "relative", "noise")
